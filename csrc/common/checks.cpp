@@ -1,0 +1,172 @@
+#include "common/checks.h"
+
+#include <ATen/ATen.h>
+
+#include "common/index.h"
+
+namespace shufflenet {
+
+void check_dtype(const at::Tensor& t, const char* op, const char* name) {
+  const auto dt = t.scalar_type();
+  const bool ok = dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 ||
+                  (dt == at::kDouble && t.device().is_cpu());
+  TORCH_CHECK(
+      ok, op, ": ", name, " has dtype ", dt, ", expected float32, float16 or bfloat16",
+      t.device().is_cpu() ? " (or float64)" : " (float64 is supported on CPU only)");
+}
+
+void check_rank(const at::Tensor& t, const char* op, const char* name, int64_t min_rank, int64_t max_rank) {
+  if (min_rank == max_rank) {
+    TORCH_CHECK(t.dim() == min_rank, op, ": ", name, " must be ", min_rank, "-D, got ", t.dim(), "-D tensor of shape ",
+                t.sizes());
+  } else {
+    TORCH_CHECK(t.dim() >= min_rank && t.dim() <= max_rank, op, ": ", name, " must have rank ", min_rank, " to ",
+                max_rank, " ([N, C, *spatial]), got ", t.dim(), "-D tensor of shape ", t.sizes());
+  }
+}
+
+void check_same_dtype_device(const at::Tensor& input, const at::Tensor& other, const char* op, const char* name) {
+  TORCH_CHECK(other.device() == input.device(), op, ": ", name, " is on ", other.device(), " but input is on ",
+              input.device(), "; expected both on the same device");
+  TORCH_CHECK(other.scalar_type() == input.scalar_type(), op, ": ", name, " has dtype ", other.scalar_type(),
+              " but input has dtype ", input.scalar_type(), "; expected the same dtype");
+}
+
+void check_groups(int64_t groups, int64_t channels, const char* op, const char* name, const char* what) {
+  TORCH_CHECK(groups > 0, op, ": ", name, " must be positive, got ", groups);
+  TORCH_CHECK(channels % groups == 0, op, ": ", what, " (", channels, ") must be divisible by ", name, " (", groups,
+              ")");
+}
+
+void check_channel_shuffle_args(const at::Tensor& input, int64_t groups) {
+  constexpr const char* op = "channel_shuffle";
+  check_rank(input, op, "input", 3, 5);
+  check_dtype(input, op, "input");
+  check_groups(groups, input.size(1), op, "groups", "number of channels of input");
+}
+
+void check_concat_shuffle_args(const at::Tensor& a, const at::Tensor& b, int64_t groups) {
+  constexpr const char* op = "concat_shuffle";
+  check_rank(a, op, "a", 3, 5);
+  check_dtype(a, op, "a");
+  check_same_dtype_device(a, b, op, "b");
+  TORCH_CHECK(b.dim() == a.dim(), op, ": b must have the rank of a (", a.dim(), "), got ", b.dim());
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (d == 1) continue;
+    TORCH_CHECK(a.size(d) == b.size(d), op, ": a and b must match in every dim but 1, got a of shape ", a.sizes(),
+                " and b of shape ", b.sizes());
+  }
+  check_groups(groups, a.size(1) + b.size(1), op, "groups", "total channels of a and b");
+}
+
+void check_pointwise_conv_args(
+    const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias, int64_t groups,
+    int64_t shuffle_groups) {
+  constexpr const char* op = "pointwise_conv";
+  check_rank(input, op, "input", 4, 4);
+  check_dtype(input, op, "input");
+  check_rank(weight, op, "weight", 4, 4);
+  check_same_dtype_device(input, weight, op, "weight");
+  check_groups(groups, input.size(1), op, "groups", "input channels");
+  const int64_t c_out = weight.size(0);
+  TORCH_CHECK(c_out > 0, op, ": weight must have at least one output channel, got shape ", weight.sizes());
+  check_groups(groups, c_out, op, "groups", "weight.size(0) (output channels)");
+  TORCH_CHECK(weight.size(1) == input.size(1) / groups && weight.size(2) == 1 && weight.size(3) == 1, op,
+              ": weight must have shape [C_out, C_in/groups, 1, 1] = [", c_out, ", ", input.size(1) / groups,
+              ", 1, 1], got ", weight.sizes());
+  check_groups(shuffle_groups, c_out, op, "shuffle_groups", "output channels");
+  if (bias.has_value() && bias->defined()) {
+    check_same_dtype_device(input, *bias, op, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == c_out, op, ": bias must have shape [", c_out, "], got ",
+                bias->sizes());
+  }
+}
+
+std::array<int64_t, 2> check_depthwise_conv2d_args(
+    const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  constexpr const char* op = "depthwise_conv2d";
+  check_rank(input, op, "input", 4, 4);
+  check_dtype(input, op, "input");
+  check_rank(weight, op, "weight", 4, 4);
+  check_same_dtype_device(input, weight, op, "weight");
+  const int64_t channels = input.size(1);
+  TORCH_CHECK(weight.size(0) == channels && weight.size(1) == 1, op, ": weight must have shape [C, 1, kH, kW] with C = ",
+              channels, ", got ", weight.sizes());
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, op,
+              ": stride, padding and dilation must have 2 elements each");
+  std::array<int64_t, 2> out{};
+  for (int d = 0; d < 2; ++d) {
+    const int64_t k = weight.size(2 + d);
+    TORCH_CHECK(k >= 1 && k <= kMaxDepthwiseKernel, op, ": unsupported kernel size ", weight.size(2), "x",
+                weight.size(3), " (weight), each extent must be in [1, ", kMaxDepthwiseKernel, "]");
+    TORCH_CHECK(stride[d] > 0, op, ": stride must be positive, got ", stride);
+    TORCH_CHECK(padding[d] >= 0, op, ": padding must be non-negative, got ", padding);
+    TORCH_CHECK(dilation[d] > 0, op, ": dilation must be positive, got ", dilation);
+    out[d] = conv_output_size(input.size(2 + d), k, stride[d], padding[d], dilation[d]);
+    TORCH_CHECK(out[d] > 0, op, ": input spatial size ", input.sizes().slice(2), " is too small for kernel ",
+                weight.sizes().slice(2), " with padding ", padding, " and dilation ", dilation);
+  }
+  if (bias.has_value() && bias->defined()) {
+    check_same_dtype_device(input, *bias, op, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == channels, op, ": bias must have shape [", channels, "], got ",
+                bias->sizes());
+  }
+  return out;
+}
+
+void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op) {
+  TORCH_CHECK(grad_output.sizes() == sizes, op, ": grad_output must have shape ", sizes, ", got ",
+              grad_output.sizes());
+  check_same_dtype_device(like, grad_output, op, "grad_output");
+}
+
+at::MemoryFormat output_memory_format(const at::Tensor& input) {
+  // Rank 3 has no channels_last; suggest_memory_format answers Contiguous there.
+  return input.suggest_memory_format();
+}
+
+std::pair<at::Tensor, ChannelView> as_channel_view(const at::Tensor& t) {
+  const int64_t rank = t.dim();
+  int64_t s = 1;
+  int64_t stride_s = 1;
+  bool collapsible = true;
+  bool seen = false;
+  // Walk spatial dims from inner-most out; size-1 dims carry no stride constraint.
+  for (int64_t d = rank - 1; d >= 2; --d) {
+    const int64_t size = t.size(d);
+    if (size == 1) continue;
+    if (!seen) {
+      stride_s = t.stride(d);
+      seen = true;
+    } else if (t.stride(d) != stride_s * s) {
+      collapsible = false;
+    }
+    s *= size;
+  }
+  if (!seen) {
+    for (int64_t d = 2; d < rank; ++d) s *= t.size(d);
+  }
+  if (!collapsible) {
+    at::Tensor copy = t.contiguous(output_memory_format(t));
+    return as_channel_view(copy);
+  }
+  return {t, ChannelView{t.size(0), t.size(1), s, t.stride(0), t.stride(1), stride_s}};
+}
+
+at::Tensor with_plain_strides(const at::Tensor& t, at::MemoryFormat format) {
+  // NCHW-like: stride(3) == 1 and stride(2) == W; NHWC-like: stride(1) == 1 and
+  // stride(2) == W*stride(3). Either may be a channel slice (any stride(0)).
+  const bool nchw = t.stride(3) == 1 && (t.size(2) == 1 || t.stride(2) == t.size(3));
+  const bool nhwc = t.stride(1) == 1 && (t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3));
+  if ((format == at::MemoryFormat::ChannelsLast && nhwc) || (format != at::MemoryFormat::ChannelsLast && nchw)) {
+    return t;
+  }
+  return t.contiguous(format);
+}
+
+at::Tensor empty_in_format(at::IntArrayRef sizes, const at::Tensor& like, at::MemoryFormat format) {
+  return at::empty(sizes, like.options().memory_format(format));
+}
+
+}  // namespace shufflenet

@@ -1,0 +1,64 @@
+// Argument checks and layout helpers shared by every backend, so each kernel
+// validates its input the same way and no check is pasted into a kernel file.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/Optional.h>
+
+#include <array>
+#include <utility>
+
+namespace shufflenet {
+
+// ---- argument checks (TORCH_CHECK with messages naming the argument) ------
+
+// float32/float16/bfloat16 everywhere; float64 on CPU only.
+void check_dtype(const at::Tensor& t, const char* op, const char* name);
+// rank in [min_rank, max_rank]
+void check_rank(const at::Tensor& t, const char* op, const char* name, int64_t min_rank, int64_t max_rank);
+// `other` has the dtype and device of `input`
+void check_same_dtype_device(const at::Tensor& input, const at::Tensor& other, const char* op, const char* name);
+// groups > 0 and channels % groups == 0
+void check_groups(int64_t groups, int64_t channels, const char* op, const char* name, const char* what);
+
+void check_channel_shuffle_args(const at::Tensor& input, int64_t groups);
+void check_concat_shuffle_args(const at::Tensor& a, const at::Tensor& b, int64_t groups);
+void check_pointwise_conv_args(
+    const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias, int64_t groups,
+    int64_t shuffle_groups);
+// Returns the output's spatial size {H_out, W_out}.
+std::array<int64_t, 2> check_depthwise_conv2d_args(
+    const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation);
+// grad_output has the given sizes and the dtype/device of `like`.
+void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op);
+
+// Largest supported depthwise kernel extent (per dimension).
+constexpr int64_t kMaxDepthwiseKernel = 7;
+
+// ---- layout ----------------------------------------------------------------
+
+// The memory format an op's output takes: the input's suggested format
+// (channels_last in, channels_last out; a channel slice keeps its parent's format).
+at::MemoryFormat output_memory_format(const at::Tensor& input);
+
+// A tensor seen as [N, C, S] with all spatial dims collapsed into S.
+struct ChannelView {
+  int64_t n, c, s;
+  int64_t stride_n, stride_c, stride_s;
+};
+
+// Returns `t` itself when its spatial dims collapse into one strided dim (NCHW,
+// channels_last and channel slices of either); otherwise a copy in the output
+// format (exotic strides: correct, not fast).
+std::pair<at::Tensor, ChannelView> as_channel_view(const at::Tensor& t);
+
+// `t` if its (N, C, H, W) strides are those of a dense NCHW or NHWC tensor or a
+// channel slice of one (inner-most dim stride 1); else a copy in `format`.
+at::Tensor with_plain_strides(const at::Tensor& t, at::MemoryFormat format);
+
+// A new tensor of `sizes` like `like` in `format`.
+at::Tensor empty_in_format(at::IntArrayRef sizes, const at::Tensor& like, at::MemoryFormat format);
+
+}  // namespace shufflenet

@@ -1,0 +1,313 @@
+"""Python side of the ``shufflenet`` ops: fake (meta) kernels and autograd.
+
+The schemas are declared in C++ (``csrc/ops.cpp``); the CPU and CUDA kernels are
+registered there too. This module adds, for every op:
+
+* a fake kernel, whose output shape *and strides* equal the real kernel's (the
+  output keeps the input's suggested memory format), so ``torch.compile`` traces
+  the ops without graph breaks;
+* an autograd formula whose backward calls other custom ops (never raw kernels),
+  so the backward is traceable too.
+
+``register_autograd_for(namespace)`` is reused by the Triton ops
+(``shufflenet_triton``), which share the schemas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._prims_common import suggest_memory_format
+
+from . import _loader
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_DEPTHWISE_KERNEL = 7
+
+
+def output_memory_format(t: Tensor) -> torch.memory_format:
+    """Memory format of an op's output: the input's suggested format.
+
+    channels_last in, channels_last out; a channel slice of a channels_last tensor
+    counts as channels_last. Same rule as ``Tensor::suggest_memory_format`` in C++.
+    """
+    return suggest_memory_format(t)
+
+
+def conv_output_size(size: Any, kernel: int, stride: int, padding: int, dilation: int) -> Any:
+    """Output extent of a convolution along one dimension."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+# ---- checks (mirror csrc/common/checks.cpp; used by the fake kernels) ----------
+
+
+def _check_dtype(t: Tensor, op: str, name: str) -> None:
+    ok = t.dtype in _FLOAT_DTYPES or (t.dtype == torch.float64 and t.device.type == "cpu")
+    torch._check(ok, lambda: f"{op}: {name} has dtype {t.dtype}, expected float32, float16 or bfloat16")
+
+
+def _check_rank(t: Tensor, op: str, name: str, lo: int, hi: int) -> None:
+    torch._check(
+        lo <= t.dim() <= hi,
+        lambda: f"{op}: {name} must have rank {lo} to {hi}, got {t.dim()}-D tensor of shape {tuple(t.shape)}",
+    )
+
+
+def _check_same(input: Tensor, other: Tensor, op: str, name: str) -> None:
+    torch._check(other.device == input.device, lambda: f"{op}: {name} is on {other.device} but input is on "
+                 f"{input.device}; expected both on the same device")
+    torch._check(other.dtype == input.dtype, lambda: f"{op}: {name} has dtype {other.dtype} but input has dtype "
+                 f"{input.dtype}; expected the same dtype")
+
+
+def _check_groups(groups: int, channels: Any, op: str, name: str, what: str) -> None:
+    torch._check(groups > 0, lambda: f"{op}: {name} must be positive, got {groups}")
+    torch._check(channels % groups == 0, lambda: f"{op}: {what} ({channels}) must be divisible by {name} ({groups})")
+
+
+def check_channel_shuffle_args(input: Tensor, groups: int) -> None:
+    _check_rank(input, "channel_shuffle", "input", 3, 5)
+    _check_dtype(input, "channel_shuffle", "input")
+    _check_groups(groups, input.shape[1], "channel_shuffle", "groups", "number of channels of input")
+
+
+def check_concat_shuffle_args(a: Tensor, b: Tensor, groups: int) -> None:
+    op = "concat_shuffle"
+    _check_rank(a, op, "a", 3, 5)
+    _check_dtype(a, op, "a")
+    _check_same(a, b, op, "b")
+    torch._check(b.dim() == a.dim(), lambda: f"{op}: b must have the rank of a ({a.dim()}), got {b.dim()}")
+    for d in range(a.dim()):
+        if d != 1:
+            torch._check(a.shape[d] == b.shape[d], lambda: f"{op}: a and b must match in every dim but 1, got "
+                         f"a of shape {tuple(a.shape)} and b of shape {tuple(b.shape)}")
+    _check_groups(groups, a.shape[1] + b.shape[1], op, "groups", "total channels of a and b")
+
+
+def check_pointwise_conv_args(
+    input: Tensor, weight: Tensor, bias: Tensor | None, groups: int, shuffle_groups: int
+) -> None:
+    op = "pointwise_conv"
+    _check_rank(input, op, "input", 4, 4)
+    _check_dtype(input, op, "input")
+    _check_rank(weight, op, "weight", 4, 4)
+    _check_same(input, weight, op, "weight")
+    _check_groups(groups, input.shape[1], op, "groups", "input channels")
+    c_out = weight.shape[0]
+    torch._check(c_out > 0, lambda: f"{op}: weight must have at least one output channel")
+    _check_groups(groups, c_out, op, "groups", "weight.size(0) (output channels)")
+    torch._check(
+        weight.shape[1] == input.shape[1] // groups and weight.shape[2] == 1 and weight.shape[3] == 1,
+        lambda: f"{op}: weight must have shape [C_out, C_in/groups, 1, 1] = [{c_out}, "
+        f"{input.shape[1] // groups}, 1, 1], got {tuple(weight.shape)}",
+    )
+    _check_groups(shuffle_groups, c_out, op, "shuffle_groups", "output channels")
+    if bias is not None:
+        _check_same(input, bias, op, "bias")
+        torch._check(bias.dim() == 1 and bias.shape[0] == c_out,
+                     lambda: f"{op}: bias must have shape [{c_out}], got {tuple(bias.shape)}")
+
+
+def check_depthwise_conv2d_args(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[Any, Any]:
+    """Validates the arguments; returns the output's spatial size (H_out, W_out)."""
+    op = "depthwise_conv2d"
+    _check_rank(input, op, "input", 4, 4)
+    _check_dtype(input, op, "input")
+    _check_rank(weight, op, "weight", 4, 4)
+    _check_same(input, weight, op, "weight")
+    channels = input.shape[1]
+    torch._check(weight.shape[0] == channels and weight.shape[1] == 1,
+                 lambda: f"{op}: weight must have shape [C, 1, kH, kW] with C = {channels}, got {tuple(weight.shape)}")
+    torch._check(len(stride) == 2 and len(padding) == 2 and len(dilation) == 2,
+                 lambda: f"{op}: stride, padding and dilation must have 2 elements each")
+    out = []
+    for d in range(2):
+        k = weight.shape[2 + d]
+        torch._check(1 <= k <= MAX_DEPTHWISE_KERNEL, lambda: f"{op}: unsupported kernel size "
+                     f"{weight.shape[2]}x{weight.shape[3]} (weight), each extent must be in [1, {MAX_DEPTHWISE_KERNEL}]")
+        torch._check(stride[d] > 0, lambda: f"{op}: stride must be positive, got {list(stride)}")
+        torch._check(padding[d] >= 0, lambda: f"{op}: padding must be non-negative, got {list(padding)}")
+        torch._check(dilation[d] > 0, lambda: f"{op}: dilation must be positive, got {list(dilation)}")
+        o = conv_output_size(input.shape[2 + d], k, stride[d], padding[d], dilation[d])
+        torch._check(o > 0, lambda: f"{op}: input spatial size {tuple(input.shape[2:])} is too small for kernel "
+                     f"{tuple(weight.shape[2:])} with padding {list(padding)} and dilation {list(dilation)}")
+        out.append(o)
+    if bias is not None:
+        _check_same(input, bias, op, "bias")
+        torch._check(bias.dim() == 1 and bias.shape[0] == channels,
+                     lambda: f"{op}: bias must have shape [{channels}], got {tuple(bias.shape)}")
+    return out[0], out[1]
+
+
+# ---- fake kernels ------------------------------------------------------------
+
+
+def _empty(sizes: Sequence[Any], like: Tensor) -> Tensor:
+    return torch.empty(sizes, dtype=like.dtype, device=like.device, memory_format=output_memory_format(like))
+
+
+def _not_requested(like: Tensor) -> Tensor:
+    """Placeholder for a gradient that output_mask did not ask for."""
+    return like.new_empty((0,))
+
+
+def _register_fakes() -> None:
+    @torch.library.register_fake("shufflenet::channel_shuffle")
+    def _channel_shuffle_fake(input: Tensor, groups: int) -> Tensor:
+        check_channel_shuffle_args(input, groups)
+        return _empty(input.shape, input)
+
+    @torch.library.register_fake("shufflenet::concat_shuffle")
+    def _concat_shuffle_fake(a: Tensor, b: Tensor, groups: int) -> Tensor:
+        check_concat_shuffle_args(a, b, groups)
+        sizes = list(a.shape)
+        sizes[1] = a.shape[1] + b.shape[1]
+        return _empty(sizes, a)
+
+    @torch.library.register_fake("shufflenet::concat_shuffle_backward")
+    def _concat_shuffle_backward_fake(grad_output: Tensor, groups: int, channels_a: int) -> tuple[Tensor, Tensor]:
+        sizes_a = list(grad_output.shape)
+        sizes_b = list(grad_output.shape)
+        sizes_a[1] = channels_a
+        sizes_b[1] = grad_output.shape[1] - channels_a
+        return _empty(sizes_a, grad_output), _empty(sizes_b, grad_output)
+
+    @torch.library.register_fake("shufflenet::pointwise_conv")
+    def _pointwise_conv_fake(
+        input: Tensor, weight: Tensor, bias: Tensor | None, groups: int, shuffle_groups: int, relu: bool
+    ) -> Tensor:
+        check_pointwise_conv_args(input, weight, bias, groups, shuffle_groups)
+        n, _, h, w = input.shape
+        return _empty((n, weight.shape[0], h, w), input)
+
+    @torch.library.register_fake("shufflenet::pointwise_conv_backward")
+    def _pointwise_conv_backward_fake(
+        grad_output: Tensor,
+        input: Tensor,
+        weight: Tensor,
+        relu_output: Tensor | None,
+        groups: int,
+        shuffle_groups: int,
+        output_mask: Sequence[bool],
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        gi = _empty(input.shape, input) if output_mask[0] else _not_requested(input)
+        gw = weight.new_empty(weight.shape) if output_mask[1] else _not_requested(weight)
+        gb = weight.new_empty((weight.shape[0],)) if output_mask[2] else _not_requested(weight)
+        return gi, gw, gb
+
+    @torch.library.register_fake("shufflenet::depthwise_conv2d")
+    def _depthwise_conv2d_fake(
+        input: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+        relu: bool,
+    ) -> Tensor:
+        h_out, w_out = check_depthwise_conv2d_args(input, weight, bias, stride, padding, dilation)
+        return _empty((input.shape[0], input.shape[1], h_out, w_out), input)
+
+    @torch.library.register_fake("shufflenet::depthwise_conv2d_backward")
+    def _depthwise_conv2d_backward_fake(
+        grad_output: Tensor,
+        input: Tensor,
+        weight: Tensor,
+        relu_output: Tensor | None,
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+        output_mask: Sequence[bool],
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        gi = _empty(input.shape, input) if output_mask[0] else _not_requested(input)
+        gw = weight.new_empty(weight.shape) if output_mask[1] else _not_requested(weight)
+        gb = weight.new_empty((weight.shape[0],)) if output_mask[2] else _not_requested(weight)
+        return gi, gw, gb
+
+
+# ---- autograd ----------------------------------------------------------------
+
+
+def register_autograd_for(namespace: str) -> None:
+    """Registers the autograd formulas of the four forward ops of ``namespace``.
+
+    Each backward calls the namespace's own ops (channel_shuffle,
+    concat_shuffle_backward, pointwise_conv_backward, depthwise_conv2d_backward).
+    """
+    ops = getattr(torch.ops, namespace)
+
+    def shuffle_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        input, groups = inputs
+        ctx.inverse_groups = input.shape[1] // groups
+
+    def shuffle_backward(ctx: Any, grad: Tensor) -> tuple:
+        return ops.channel_shuffle(grad, ctx.inverse_groups), None
+
+    torch.library.register_autograd(
+        f"{namespace}::channel_shuffle", shuffle_backward, setup_context=shuffle_setup
+    )
+
+    def concat_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        a, _b, groups = inputs
+        ctx.groups = groups
+        ctx.channels_a = a.shape[1]
+
+    def concat_backward(ctx: Any, grad: Tensor) -> tuple:
+        ga, gb = ops.concat_shuffle_backward(grad, ctx.groups, ctx.channels_a)
+        return ga, gb, None
+
+    torch.library.register_autograd(
+        f"{namespace}::concat_shuffle", concat_backward, setup_context=concat_setup
+    )
+
+    def pointwise_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        input, weight, bias, groups, shuffle_groups, relu = inputs
+        ctx.save_for_backward(input, weight, output if relu else None)
+        ctx.groups = groups
+        ctx.shuffle_groups = shuffle_groups
+        ctx.has_bias = bias is not None
+
+    def pointwise_backward(ctx: Any, grad: Tensor) -> tuple:
+        input, weight, relu_output = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        gi, gw, gb = ops.pointwise_conv_backward(
+            grad, input, weight, relu_output, ctx.groups, ctx.shuffle_groups, mask
+        )
+        return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None)
+
+    torch.library.register_autograd(
+        f"{namespace}::pointwise_conv", pointwise_backward, setup_context=pointwise_setup
+    )
+
+    def depthwise_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        input, weight, bias, stride, padding, dilation, relu = inputs
+        ctx.save_for_backward(input, weight, output if relu else None)
+        ctx.conv_args = (list(stride), list(padding), list(dilation))
+        ctx.has_bias = bias is not None
+
+    def depthwise_backward(ctx: Any, grad: Tensor) -> tuple:
+        input, weight, relu_output = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        gi, gw, gb = ops.depthwise_conv2d_backward(grad, input, weight, relu_output, *ctx.conv_args, mask)
+        return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None,
+                None, None, None, None)
+
+    torch.library.register_autograd(
+        f"{namespace}::depthwise_conv2d", depthwise_backward, setup_context=depthwise_setup
+    )
+
+
+if _loader.NATIVE_AVAILABLE:
+    _register_fakes()
+    register_autograd_for("shufflenet")
