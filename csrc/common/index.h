@@ -57,18 +57,28 @@ C10_HOST_DEVICE inline int64_t conv_output_index_for_input(
   return out < out_size ? out : -1;
 }
 
-// Range [first, last) of output coordinates whose whole window lies inside the
-// input (no bounds checks needed there): the interior fast path.
+// Range [begin, end) of output coordinates whose kernel tap `k` reads inside
+// [0, in): the loops over a row need no bounds checks inside it.
+C10_HOST_DEVICE inline int64_t conv_tap_output_begin(int64_t k, int64_t stride, int64_t padding, int64_t dilation) {
+  const int64_t num = padding - k * dilation;  // need out*stride >= num
+  return num <= 0 ? 0 : (num + stride - 1) / stride;
+}
+C10_HOST_DEVICE inline int64_t conv_tap_output_end(
+    int64_t in, int64_t k, int64_t stride, int64_t padding, int64_t dilation, int64_t out_size) {
+  const int64_t num = in - 1 + padding - k * dilation;  // need out*stride <= num
+  if (num < 0) return 0;
+  const int64_t end = num / stride + 1;
+  return end < out_size ? end : out_size;
+}
+
+// Range of output coordinates whose whole window lies inside the input (the
+// interior, where every tap is in range).
 C10_HOST_DEVICE inline int64_t conv_interior_begin(int64_t stride, int64_t padding) {
-  return (padding + stride - 1) / stride;
+  return conv_tap_output_begin(0, stride, padding, 1);
 }
 C10_HOST_DEVICE inline int64_t conv_interior_end(
     int64_t in, int64_t kernel, int64_t stride, int64_t padding, int64_t dilation, int64_t out_size) {
-  // largest out with out*stride - padding + (kernel-1)*dilation <= in - 1
-  const int64_t num = in - 1 + padding - (kernel - 1) * dilation;
-  if (num < 0) return 0;
-  const int64_t last = num / stride + 1;
-  return last < out_size ? last : out_size;
+  return conv_tap_output_end(in, kernel - 1, stride, padding, dilation, out_size);
 }
 
 // Epilogue: optional ReLU after the bias add.
