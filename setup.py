@@ -4,7 +4,7 @@ Builds one extension, ``shufflenet_kernels._C``: the CPU kernels always, the CUD
 kernels too when nvcc and a CUDA build of torch are present (set
 ``SHUFFLENET_NO_CUDA=1`` to force them off). ``_C`` has no Python module
 functions: importing it runs the static ``TORCH_LIBRARY`` registrations, so it is
-built against the limited API (abi3) and one wheel serves every Python >= 3.9.
+built against the limited API (abi3) and one wheel serves every Python >= 3.10.
 
 Install with ``pip install --no-build-isolation -e .`` (torch must already be
 installed: the build imports it).
@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover - build-time guidance
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-PY_LIMITED_API = "0x03090000"  # CPython 3.9: the oldest Python the abi3 wheel serves
+# torch.utils.cpp_extension defines Py_LIMITED_API=0x030A0000 itself for py_limited_api
+# extensions: the abi3 wheel serves CPython >= 3.10.
 
 
 def _want_cuda() -> bool:
@@ -55,7 +56,7 @@ def _cuda_include_dirs() -> list[str]:
 def _extension():
     with_cuda = _want_cuda()
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/common/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx_flags = ["-O3", "-std=c++17", f"-DPy_LIMITED_API={PY_LIMITED_API}"]
+    cxx_flags = ["-O3", "-std=c++17"]
     if sys.platform != "win32":
         cxx_flags += ["-fopenmp"]
     extra_link = ["-fopenmp"] if sys.platform != "win32" else []
@@ -69,7 +70,6 @@ def _extension():
             "-std=c++17",
             "--expt-relaxed-constexpr",
             "-lineinfo",
-            f"-DPy_LIMITED_API={PY_LIMITED_API}",
         ]
         return CUDAExtension(
             "shufflenet_kernels._C",
@@ -92,5 +92,5 @@ def _extension():
 setup(
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -1,0 +1,29 @@
+// Entry points of the CPU kernels that other CPU kernel files reuse, and the
+// scheduling helper they share.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace shufflenet::cpu {
+
+// channel_shuffle on CPU (also the un-shuffle inside pointwise_conv_backward).
+at::Tensor channel_shuffle_cpu(const at::Tensor& input, int64_t groups);
+
+// Runs fn(task) for task in [0, tasks). Calls that each drive a BLAS GEMM are
+// spread over threads only when there are enough of them to fill every thread;
+// otherwise they run in order and BLAS threads each call itself.
+template <typename F>
+void for_each_gemm_task(int64_t tasks, const F& fn) {
+  if (tasks >= at::get_num_threads() && tasks > 1) {
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) fn(t);
+    });
+  } else {
+    for (int64_t t = 0; t < tasks; ++t) fn(t);
+  }
+}
+
+}  // namespace shufflenet::cpu

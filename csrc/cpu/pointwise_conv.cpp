@@ -1,0 +1,257 @@
+// Grouped 1x1 convolution with the channel shuffle fused into the store, on CPU.
+//
+// The GEMMs run in BLAS through ATen (at::mm_out on strided views, so nothing is
+// copied); what is ours is where each group's output lands:
+// * NCHW: conv channel oc goes to plane shuffle_dest_channel(oc). Inside one
+//   shuffle block consecutive conv channels land shuffle_groups planes apart, so
+//   a run of a group's rows that stays in one block is a GEMM whose output has
+//   leading dimension shuffle_groups*H*W. Bias and ReLU are applied to the run
+//   right after its GEMM, while it is in cache.
+// * channels_last: output columns of one group are interleaved with the other
+//   groups', which BLAS cannot store; each tile of pixels is computed per group
+//   into a small buffer and scattered to its shuffled columns with bias and ReLU.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/checks.h"
+#include "common/index.h"
+#include "cpu/cpu_kernels.h"
+
+namespace shufflenet::cpu {
+namespace {
+
+// Pixels per channels_last tile: the per-group buffer stays in L2.
+constexpr int64_t kTilePixels = 256;
+
+struct PointwiseShape {
+  int64_t n, c_in, c_out, s, groups, shuffle_groups;
+  int64_t c_in_g() const { return c_in / groups; }
+  int64_t c_out_g() const { return c_out / groups; }
+};
+
+// A run of conv output channels [begin, end) inside one group and one shuffle
+// block: its rows land shuffle_groups planes apart.
+struct Run {
+  int64_t group, begin, end;
+};
+
+std::vector<Run> shuffle_runs(const PointwiseShape& p) {
+  const int64_t block = p.c_out / p.shuffle_groups;
+  std::vector<Run> runs;
+  for (int64_t g = 0; g < p.groups; ++g) {
+    int64_t oc = g * p.c_out_g();
+    const int64_t end = oc + p.c_out_g();
+    while (oc < end) {
+      const int64_t stop = std::min(end, (oc / block + 1) * block);
+      runs.push_back({g, oc, stop});
+      oc = stop;
+    }
+  }
+  return runs;
+}
+
+// [S, C] view of sample n of a channels_last-like tensor (rows = pixels).
+at::Tensor pixels_by_channels(const at::Tensor& t, int64_t n) { return t.select(0, n).permute({1, 2, 0}).flatten(0, 1); }
+// [C, S] view of sample n of an NCHW-like tensor.
+at::Tensor channels_by_pixels(const at::Tensor& t, int64_t n) { return t.select(0, n).flatten(1); }
+
+template <typename scalar_t, typename acc_t>
+void bias_relu_rows(scalar_t* first_row, int64_t rows, int64_t row_stride, int64_t len, const acc_t* bias, bool relu) {
+  for (int64_t r = 0; r < rows; ++r) {
+    scalar_t* p = first_row + r * row_stride;
+    const acc_t b = bias ? bias[r] : acc_t(0);
+    for (int64_t i = 0; i < len; ++i) p[i] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(p[i]) + b, relu));
+  }
+}
+
+void forward_nchw(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu, at::Tensor& out,
+                  const PointwiseShape& p) {
+  const std::vector<Run> runs = shuffle_runs(p);
+  const int64_t num_runs = static_cast<int64_t>(runs.size());
+  const int64_t ld = p.shuffle_groups * p.s;
+  for_each_gemm_task(p.n * num_runs, [&](int64_t task) {
+    const int64_t n = task / num_runs;
+    const Run& run = runs[task % num_runs];
+    const int64_t rows = run.end - run.begin;
+    const int64_t first = shuffle_dest_channel(run.begin, p.c_out, p.shuffle_groups);
+    at::Tensor dst = out.as_strided({rows, p.s}, {ld, 1}, out.storage_offset() + (n * p.c_out + first) * p.s);
+    const at::Tensor xg = channels_by_pixels(x, n).narrow(0, run.group * p.c_in_g(), p.c_in_g());
+    at::mm_out(dst, w2.narrow(0, run.begin, rows), xg);
+    if (!bias_acc.defined() && !relu) return;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pointwise_conv_epilogue", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const acc_t* b = bias_acc.defined() ? bias_acc.const_data_ptr<acc_t>() + run.begin : nullptr;
+      bias_relu_rows<scalar_t, acc_t>(dst.mutable_data_ptr<scalar_t>(), rows, ld, p.s, b, relu);
+    });
+  });
+}
+
+void forward_nhwc(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu, at::Tensor& out,
+                  const PointwiseShape& p) {
+  const int64_t tiles = (p.s + kTilePixels - 1) / kTilePixels;
+  const bool direct = p.groups == 1 && p.shuffle_groups == 1;  // no interleaving: GEMM straight into out
+  std::vector<int64_t> dest(p.c_out);
+  for (int64_t oc = 0; oc < p.c_out; ++oc) dest[oc] = shuffle_dest_channel(oc, p.c_out, p.shuffle_groups);
+  const at::Tensor w2t = w2.t();  // [C_in/groups, C_out]
+  at::parallel_for(0, p.n * tiles, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor buffer;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / tiles, s0 = (task % tiles) * kTilePixels;
+      const int64_t rows = std::min(kTilePixels, p.s - s0);
+      const at::Tensor x_tile = pixels_by_channels(x, n).narrow(0, s0, rows);
+      at::Tensor out_tile = pixels_by_channels(out, n).narrow(0, s0, rows);
+      if (direct) {
+        at::mm_out(out_tile, x_tile, w2t);
+      }
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pointwise_conv_nhwc", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const acc_t* bias = bias_acc.defined() ? bias_acc.const_data_ptr<acc_t>() : nullptr;
+        scalar_t* o = out_tile.mutable_data_ptr<scalar_t>();
+        if (direct) {
+          if (bias || relu) {
+            for (int64_t r = 0; r < rows; ++r) {
+              scalar_t* row = o + r * p.c_out;
+              for (int64_t c = 0; c < p.c_out; ++c) {
+                row[c] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(row[c]) + (bias ? bias[c] : acc_t(0)), relu));
+              }
+            }
+          }
+          return;
+        }
+        if (!buffer.defined()) buffer = at::empty({kTilePixels, p.c_out_g()}, out.options());
+        for (int64_t g = 0; g < p.groups; ++g) {
+          at::Tensor tmp = buffer.narrow(0, 0, rows);
+          at::mm_out(tmp, x_tile.narrow(1, g * p.c_in_g(), p.c_in_g()), w2t.narrow(1, g * p.c_out_g(), p.c_out_g()));
+          const scalar_t* t = tmp.const_data_ptr<scalar_t>();
+          const int64_t* d = dest.data() + g * p.c_out_g();
+          const acc_t* b = bias ? bias + g * p.c_out_g() : nullptr;
+          for (int64_t r = 0; r < rows; ++r) {
+            scalar_t* row = o + r * p.c_out;
+            const scalar_t* trow = t + r * p.c_out_g();
+            for (int64_t j = 0; j < p.c_out_g(); ++j) {
+              row[d[j]] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(trow[j]) + (b ? b[j] : acc_t(0)), relu));
+            }
+          }
+        }
+      });
+    }
+  });
+}
+
+PointwiseShape make_shape(const at::Tensor& input, const at::Tensor& weight, int64_t groups, int64_t shuffle_groups) {
+  return {input.size(0), input.size(1), weight.size(0), input.size(2) * input.size(3), groups, shuffle_groups};
+}
+
+at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                              int64_t groups, int64_t shuffle_groups, bool relu) {
+  check_pointwise_conv_args(input, weight, bias, groups, shuffle_groups);
+  const PointwiseShape p = make_shape(input, weight, groups, shuffle_groups);
+  const at::MemoryFormat fmt = output_memory_format(input);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  at::Tensor out = empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
+  if (out.numel() == 0) return out;
+  const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()}).contiguous();
+  at::Tensor bias_acc;
+  if (bias.has_value() && bias->defined()) bias_acc = bias->to(at::toOpMathType(input.scalar_type())).contiguous();
+  if (cl) {
+    forward_nhwc(x, w2, bias_acc, relu, out, p);
+  } else {
+    forward_nchw(x, w2, bias_acc, relu, out, p);
+  }
+  return out;
+}
+
+// grad_weight[group rows] += a @ b, accumulated in the op-math type (float for
+// half types) whatever the input dtype.
+void accumulate_gemm(at::Tensor& acc, const at::Tensor& a, const at::Tensor& b) {
+  if (acc.scalar_type() == a.scalar_type()) {
+    acc.addmm_(a, b);
+  } else {
+    acc.add_(at::mm(a, b));
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const c10::optional<at::Tensor>& relu_output, int64_t groups, int64_t shuffle_groups,
+    std::array<bool, 3> output_mask) {
+  constexpr const char* op = "pointwise_conv_backward";
+  check_pointwise_conv_args(input, weight, c10::nullopt, groups, shuffle_groups);
+  const PointwiseShape p = make_shape(input, weight, groups, shuffle_groups);
+  const std::vector<int64_t> out_sizes = {p.n, p.c_out, input.size(2), input.size(3)};
+  check_grad_output(grad_output, out_sizes, input, op);
+  const at::MemoryFormat fmt = output_memory_format(input);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+
+  at::Tensor go = grad_output;
+  if (relu_output.has_value() && relu_output->defined()) {
+    check_grad_output(*relu_output, out_sizes, input, op);
+    go = at::threshold_backward(go, *relu_output, 0);
+  }
+  go = go.contiguous(fmt);
+  // Back to conv channel order: the inverse of a shuffle with g groups is a
+  // shuffle with C/g groups.
+  if (p.shuffle_groups > 1) go = channel_shuffle_cpu(go, p.c_out / p.shuffle_groups);
+
+  const auto empty = [&] { return at::empty({0}, weight.options()); };
+  at::Tensor grad_input = output_mask[0] ? empty_in_format(input.sizes(), input, fmt) : empty();
+  at::Tensor grad_weight = empty();
+  at::Tensor grad_bias = empty();
+  const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()});
+  const int64_t cin_g = p.c_in_g(), cout_g = p.c_out_g();
+
+  if (output_mask[0] && grad_input.numel() > 0) {
+    if (cl) {
+      // [N*S, C_in/groups] column block of grad_input = [N*S, C_out/groups] @ W_g.
+      const at::Tensor go_rows = go.permute({0, 2, 3, 1}).reshape({p.n * p.s, p.c_out});  // dense: a view
+      at::Tensor gi_rows = grad_input.permute({0, 2, 3, 1}).reshape({p.n * p.s, p.c_in});
+      for_each_gemm_task(p.groups, [&](int64_t g) {
+        at::Tensor dst = gi_rows.narrow(1, g * cin_g, cin_g);
+        at::mm_out(dst, go_rows.narrow(1, g * cout_g, cout_g), w2.narrow(0, g * cout_g, cout_g));
+      });
+    } else {
+      for_each_gemm_task(p.n * p.groups, [&](int64_t task) {
+        const int64_t n = task / p.groups, g = task % p.groups;
+        at::Tensor dst = channels_by_pixels(grad_input, n).narrow(0, g * cin_g, cin_g);
+        at::mm_out(dst, w2.narrow(0, g * cout_g, cout_g).t(), channels_by_pixels(go, n).narrow(0, g * cout_g, cout_g));
+      });
+    }
+  }
+  if (output_mask[1]) {
+    at::Tensor gw_acc = at::zeros({p.c_out, cin_g}, weight.options().dtype(at::toOpMathType(weight.scalar_type())));
+    // One task per group, samples summed in order: deterministic.
+    for_each_gemm_task(p.groups, [&](int64_t g) {
+      at::Tensor acc = gw_acc.narrow(0, g * cout_g, cout_g);
+      for (int64_t n = 0; n < p.n; ++n) {
+        if (cl) {
+          accumulate_gemm(acc, pixels_by_channels(go, n).narrow(1, g * cout_g, cout_g).t(),
+                          pixels_by_channels(x, n).narrow(1, g * cin_g, cin_g));
+        } else {
+          accumulate_gemm(acc, channels_by_pixels(go, n).narrow(0, g * cout_g, cout_g),
+                          channels_by_pixels(x, n).narrow(0, g * cin_g, cin_g).t());
+        }
+      }
+    });
+    grad_weight = gw_acc.to(weight.scalar_type()).view(weight.sizes());
+  }
+  if (output_mask[2]) {
+    grad_bias = go.sum({0, 2, 3}, false, at::toOpMathType(go.scalar_type())).to(weight.scalar_type());
+  }
+  return {grad_input, grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(shufflenet, CPU, m) {
+  m.impl("pointwise_conv", &pointwise_conv_cpu);
+  m.impl("pointwise_conv_backward", &pointwise_conv_backward_cpu);
+}
+
+}  // namespace shufflenet::cpu

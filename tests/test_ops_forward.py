@@ -1,0 +1,194 @@
+"""Forward results of every op vs the plain-PyTorch reference, over ShuffleNet V1/V2
+layer shapes, odd shapes, dtypes and layouts (dense, channels_last, channel slices
+read in place, other strides)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shufflenet_kernels import reference
+from tests.cases import concat_cases, depthwise_cases, pointwise_cases, shuffle_cases
+from tests.helpers import (
+    LAYOUTS,
+    assert_layout_kept,
+    impl_params,
+    make_input,
+    prod,
+    reference_dtype,
+    tolerances,
+    weight_like,
+)
+
+HALF_AND_DOUBLE = [torch.float16, torch.bfloat16, torch.float64]
+
+
+def _skip_unsupported(impl, dtype: torch.dtype) -> None:
+    if dtype == torch.float64 and impl.device != "cpu":
+        pytest.skip("float64 is a CPU-only dtype")
+
+
+# ---- channel_shuffle -----------------------------------------------------------
+
+SHUFFLE = shuffle_cases()
+
+
+@pytest.mark.parametrize(
+    "impl,case,layout", impl_params(SHUFFLE, numel=lambda c: prod(c.shape), layouts=LAYOUTS)
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_channel_shuffle(impl, case, layout, dtype):
+    _skip_unsupported(impl, dtype)
+    x = make_input(case.shape, layout, dtype, impl.device)
+    out = impl.ops.channel_shuffle(x, case.groups)
+    torch.testing.assert_close(out, reference.channel_shuffle(x, case.groups), rtol=0, atol=0)
+    assert_layout_kept(out, x)
+
+
+def test_channel_shuffle_matches_torch():
+    x = torch.randn(2, 12, 5, 5)
+    torch.testing.assert_close(torch.ops.shufflenet.channel_shuffle(x, 3),
+                               torch.nn.functional.channel_shuffle(x, 3), rtol=0, atol=0)
+
+
+# ---- concat_shuffle -------------------------------------------------------------
+
+CONCAT = concat_cases()
+
+
+def _concat_numel(c) -> int:
+    return 2 * prod(c.shape)
+
+
+@pytest.mark.parametrize(
+    "impl,case,layout", impl_params(CONCAT, numel=_concat_numel, layouts=LAYOUTS + ("mixed",))
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_concat_shuffle(impl, case, layout, dtype):
+    _skip_unsupported(impl, dtype)
+    shape_a, c_b, groups = case.shape, case.channels_b, case.groups
+    shape_b = list(shape_a)
+    shape_b[1] = c_b
+    if layout == "mixed":  # a channels_last slice, b NCHW: the output follows a
+        a = make_input(shape_a, "slice_cl", dtype, impl.device)
+        b = make_input(shape_b, "nchw", dtype, impl.device)
+    else:
+        a = make_input(shape_a, layout, dtype, impl.device)
+        b = make_input(shape_b, layout, dtype, impl.device)
+    out = impl.ops.concat_shuffle(a, b, groups)
+    torch.testing.assert_close(out, reference.concat_shuffle(a, b, groups), rtol=0, atol=0)
+    assert_layout_kept(out, a)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(CONCAT[:4], numel=_concat_numel))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_concat_shuffle_of_channel_split(impl, case, layout):
+    """The V2 stride-1 unit: both halves of one tensor, split without a copy."""
+    shape_a = list(case.shape)
+    shape_a[1] *= 2
+    x = make_input(shape_a, layout, torch.float32, impl.device)
+    a, b = x.chunk(2, 1)
+    out = impl.ops.concat_shuffle(a, b, 2)
+    torch.testing.assert_close(out, reference.channel_shuffle(x, 2), rtol=0, atol=0)
+    assert_layout_kept(out, x)
+
+
+# ---- pointwise_conv -------------------------------------------------------------
+
+POINTWISE = pointwise_cases()
+
+
+def _pointwise_numel(c) -> int:
+    return c.n * (c.c_in + c.c_out) * c.hw * c.hw + c.c_out * c.c_in
+
+
+def _check_pointwise(impl, case, layout, dtype, bias, relu):
+    _skip_unsupported(impl, dtype)
+    x = make_input((case.n, case.c_in, case.hw, case.hw), layout, dtype, impl.device)
+    c_in_g = case.c_in // case.groups
+    w = weight_like((case.c_out, c_in_g, 1, 1), dtype, impl.device, c_in_g)
+    b = torch.randn(case.c_out, dtype=dtype, device=impl.device) if bias else None
+    out = impl.ops.pointwise_conv(x, w, b, case.groups, case.shuffle_groups, relu)
+    rt = reference_dtype(dtype)
+    ref = reference.pointwise_conv(x.to(rt), w.to(rt), None if b is None else b.to(rt), case.groups,
+                                   case.shuffle_groups, relu)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.to(rt), ref, **tolerances(dtype))
+    assert_layout_kept(out, x)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(POINTWISE, numel=_pointwise_numel))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "slice", "slice_cl", "strided"])
+@pytest.mark.parametrize("bias,relu", [(False, False), (True, True)])
+def test_pointwise_conv(impl, case, layout, bias, relu):
+    _check_pointwise(impl, case, layout, torch.float32, bias, relu)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(POINTWISE, numel=_pointwise_numel))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", HALF_AND_DOUBLE)
+def test_pointwise_conv_dtypes(impl, case, layout, dtype):
+    _check_pointwise(impl, case, layout, dtype, bias=True, relu=False)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(POINTWISE[-6:], numel=_pointwise_numel))
+@pytest.mark.parametrize("bias,relu", [(True, False), (False, True)])
+def test_pointwise_conv_epilogues(impl, case, bias, relu):
+    _check_pointwise(impl, case, "channels_last", torch.float32, bias, relu)
+    _check_pointwise(impl, case, "nchw", torch.float32, bias, relu)
+
+
+# ---- depthwise_conv2d -------------------------------------------------------------
+
+DEPTHWISE = depthwise_cases()
+
+
+def _depthwise_numel(c) -> int:
+    return 2 * c.n * c.c * c.hw * c.hw
+
+
+def _check_depthwise(impl, case, layout, dtype, bias, relu):
+    _skip_unsupported(impl, dtype)
+    x = make_input((case.n, case.c, case.hw, case.hw), layout, dtype, impl.device)
+    k = case.kernel
+    w = weight_like((case.c, 1, k, k), dtype, impl.device, k * k)
+    b = torch.randn(case.c, dtype=dtype, device=impl.device) if bias else None
+    conv = ([case.stride] * 2, [case.padding] * 2, [case.dilation] * 2)
+    out = impl.ops.depthwise_conv2d(x, w, b, *conv, relu)
+    rt = reference_dtype(dtype)
+    ref = reference.depthwise_conv2d(x.to(rt), w.to(rt), None if b is None else b.to(rt), *conv, relu)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.to(rt), ref, **tolerances(dtype))
+    assert_layout_kept(out, x)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(DEPTHWISE, numel=_depthwise_numel))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "slice", "slice_cl", "strided"])
+@pytest.mark.parametrize("bias,relu", [(False, False), (True, True)])
+def test_depthwise_conv2d(impl, case, layout, bias, relu):
+    _check_depthwise(impl, case, layout, torch.float32, bias, relu)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(DEPTHWISE, numel=_depthwise_numel))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", HALF_AND_DOUBLE)
+def test_depthwise_conv2d_dtypes(impl, case, layout, dtype):
+    _check_depthwise(impl, case, layout, dtype, bias=True, relu=True)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(DEPTHWISE[-11:], numel=_depthwise_numel))
+@pytest.mark.parametrize("bias,relu", [(True, False), (False, True)])
+def test_depthwise_conv2d_epilogues(impl, case, bias, relu):
+    _check_depthwise(impl, case, "nchw", torch.float32, bias, relu)
+    _check_depthwise(impl, case, "channels_last", torch.float32, bias, relu)
+
+
+def test_depthwise_rectangular_kernel_and_asymmetric_args():
+    x = torch.randn(2, 5, 11, 8)
+    w = torch.randn(5, 1, 3, 5)
+    b = torch.randn(5)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xi = x.to(memory_format=fmt)
+        out = torch.ops.shufflenet.depthwise_conv2d(xi, w, b, [2, 1], [1, 2], [1, 2], False)
+        ref = reference.depthwise_conv2d(xi, w, b, (2, 1), (1, 2), (1, 2), False)
+        torch.testing.assert_close(out, ref, **tolerances(torch.float32))
