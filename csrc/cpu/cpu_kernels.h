@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -15,10 +16,13 @@ at::Tensor channel_shuffle_cpu(const at::Tensor& input, int64_t groups);
 // Runs fn(task) for task in [0, tasks). Calls that each drive a BLAS GEMM are
 // spread over threads only when there are enough of them to fill every thread;
 // otherwise they run in order and BLAS threads each call itself.
+// Worker threads do not inherit the caller's dispatch-key exclusions, so the
+// ATen calls inside a task are kept below autograd here again.
 template <typename F>
 void for_each_gemm_task(int64_t tasks, const F& fn) {
   if (tasks >= at::get_num_threads() && tasks > 1) {
     at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;
       for (int64_t t = begin; t < end; ++t) fn(t);
     });
   } else {

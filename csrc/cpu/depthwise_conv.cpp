@@ -286,6 +286,8 @@ at::Tensor prepared_weight(const at::Tensor& weight, bool channels_last) {
 
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool relu) {
+  // Helper ATen calls below are implementation details, not part of any autograd graph.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const auto out_hw = check_depthwise_conv2d_args(input, weight, bias, stride, padding, dilation);
   const Geometry g = make_geometry(input, weight, out_hw, stride, padding, dilation);
   const at::MemoryFormat fmt = output_memory_format(input);
@@ -314,6 +316,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const c10::optional<at::Tensor>& relu_output, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, std::array<bool, 3> output_mask) {
+  // Helper ATen calls below are implementation details, not part of any autograd graph.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   constexpr const char* op = "depthwise_conv2d_backward";
   const auto out_hw = check_depthwise_conv2d_args(input, weight, c10::nullopt, stride, padding, dilation);
   const Geometry g = make_geometry(input, weight, out_hw, stride, padding, dilation);

@@ -99,6 +99,7 @@ void forward_nhwc(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& b
   for (int64_t oc = 0; oc < p.c_out; ++oc) dest[oc] = shuffle_dest_channel(oc, p.c_out, p.shuffle_groups);
   const at::Tensor w2t = w2.t();  // [C_in/groups, C_out]
   at::parallel_for(0, p.n * tiles, 1, [&](int64_t begin, int64_t end) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;  // see for_each_gemm_task
     at::Tensor buffer;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / tiles, s0 = (task % tiles) * kTilePixels;
@@ -149,6 +150,8 @@ PointwiseShape make_shape(const at::Tensor& input, const at::Tensor& weight, int
 
 at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                               int64_t groups, int64_t shuffle_groups, bool relu) {
+  // Helper ATen calls below are implementation details, not part of any autograd graph.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_pointwise_conv_args(input, weight, bias, groups, shuffle_groups);
   const PointwiseShape p = make_shape(input, weight, groups, shuffle_groups);
   const at::MemoryFormat fmt = output_memory_format(input);
@@ -181,6 +184,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const c10::optional<at::Tensor>& relu_output, int64_t groups, int64_t shuffle_groups,
     std::array<bool, 3> output_mask) {
+  // Helper ATen calls below are implementation details, not part of any autograd graph.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   constexpr const char* op = "pointwise_conv_backward";
   check_pointwise_conv_args(input, weight, c10::nullopt, groups, shuffle_groups);
   const PointwiseShape p = make_shape(input, weight, groups, shuffle_groups);

@@ -1,0 +1,274 @@
+"""Gradients: every op's autograd vs the reference's, the backward ops called
+directly (output_mask, unrequested outputs), and gradcheck in float64."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from shufflenet_kernels import reference
+from tests.cases import by_name, concat_cases, depthwise_cases, pointwise_cases, shuffle_cases
+from tests.helpers import ALL_IMPLS, impl_params, make_input, prod, weight_like
+
+GRAD_LAYOUTS = ["nchw", "channels_last", "slice", "slice_cl"]
+# Gradients sum thousands of products: looser than the forward's 1e-5.
+GRAD_TOL = dict(rtol=1e-4, atol=1e-4)
+HALF_GRAD_TOL = {torch.float16: dict(rtol=2e-2, atol=2e-2), torch.bfloat16: dict(rtol=5e-2, atol=5e-2)}
+
+
+def _grads(outputs: torch.Tensor, inputs: list[torch.Tensor], grad: torch.Tensor) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(outputs, inputs, grad))
+
+
+def _relu_masked(grad: torch.Tensor, out: torch.Tensor, relu: bool) -> torch.Tensor:
+    """The reference's gradient through ReLU, with the mask taken from our output:
+    a pre-activation within rounding of 0 may land on either side in the two
+    computations, and one flipped element would fail a whole row of grad_input."""
+    return (grad * (out > 0) if relu else grad).float()
+
+
+def _compare(ours, ref, tol):
+    """Weight gradients are sums of thousands of products: the absolute tolerance
+    scales with the gradient's magnitude."""
+    for a, b in zip(ours, ref, strict=True):
+        scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
+        torch.testing.assert_close(a, b, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+# ---- autograd vs reference, float32 ------------------------------------------------
+
+SHUFFLE = [c for c in shuffle_cases() if len(c.shape) == 4 and c.shape[0] > 0]
+
+
+@pytest.mark.parametrize("impl,case", impl_params(SHUFFLE, numel=lambda c: prod(c.shape)))
+@pytest.mark.parametrize("layout", GRAD_LAYOUTS)
+def test_channel_shuffle_grad(impl, case, layout):
+    x = make_input(case.shape, layout, torch.float32, impl.device).detach().requires_grad_(True)
+    out = impl.ops.channel_shuffle(x, case.groups)
+    g = torch.randn_like(out)
+    (ours,) = _grads(out, [x], g)
+    (ref,) = _grads(reference.channel_shuffle(x, case.groups), [x], g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+
+
+CONCAT = [c for c in concat_cases() if len(c.shape) == 4]
+
+
+@pytest.mark.parametrize("impl,case", impl_params(CONCAT, numel=lambda c: 2 * prod(c.shape)))
+@pytest.mark.parametrize("layout", GRAD_LAYOUTS)
+def test_concat_shuffle_grad(impl, case, layout):
+    shape_b = list(case.shape)
+    shape_b[1] = case.channels_b
+    a = make_input(case.shape, layout, torch.float32, impl.device).detach().requires_grad_(True)
+    b = make_input(shape_b, layout, torch.float32, impl.device).detach().requires_grad_(True)
+    out = impl.ops.concat_shuffle(a, b, case.groups)
+    g = torch.randn_like(out)
+    ours = _grads(out, [a, b], g)
+    ref = _grads(reference.concat_shuffle(a, b, case.groups), [a, b], g)
+    _compare(ours, ref, dict(rtol=0, atol=0))
+
+
+def _pw_numel(c) -> int:
+    return c.n * (c.c_in + c.c_out) * c.hw**2
+
+
+POINTWISE = [c for c in pointwise_cases() if c.name.startswith(("v1g3", "v1g8", "v2")) or "-" in c.name[:3]
+             or not c.name.startswith("v")]
+
+
+def _pointwise_grads(impl, case, layout, dtype, bias, relu):
+    x = make_input((case.n, case.c_in, case.hw, case.hw), layout, dtype, impl.device).requires_grad_(True)
+    c_in_g = case.c_in // case.groups
+    w = weight_like((case.c_out, c_in_g, 1, 1), dtype, impl.device, c_in_g).requires_grad_(True)
+    b = torch.randn(case.c_out, dtype=dtype, device=impl.device).requires_grad_(True) if bias else None
+    inputs = [x, w] + ([b] if bias else [])
+    out = impl.ops.pointwise_conv(x, w, b, case.groups, case.shuffle_groups, relu)
+    g = torch.randn_like(out)
+    ours = _grads(out, inputs, g)
+    ref_inputs = [t.detach().float().requires_grad_(True) for t in inputs]
+    xr, wr = ref_inputs[:2]
+    br = ref_inputs[2] if bias else None
+    ref_out = reference.pointwise_conv(xr, wr, br, case.groups, case.shuffle_groups, False)
+    ref = _grads(ref_out, ref_inputs, _relu_masked(g, out, relu))
+    return [o.float() for o in ours], ref
+
+
+@pytest.mark.parametrize("impl,case", impl_params(POINTWISE, numel=_pw_numel))
+@pytest.mark.parametrize("layout", GRAD_LAYOUTS)
+@pytest.mark.parametrize("bias,relu", [(False, False), (True, True)])
+def test_pointwise_conv_grad(impl, case, layout, bias, relu):
+    _compare(*_pointwise_grads(impl, case, layout, torch.float32, bias, relu), GRAD_TOL)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(POINTWISE[-6:], numel=_pw_numel))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pointwise_conv_grad_half(impl, case, layout, dtype):
+    _compare(*_pointwise_grads(impl, case, layout, dtype, True, True), HALF_GRAD_TOL[dtype])
+
+
+DEPTHWISE = [c for c in depthwise_cases() if not c.name.startswith("v1")]
+
+
+def _depthwise_grads(impl, case, layout, dtype, bias, relu):
+    x = make_input((case.n, case.c, case.hw, case.hw), layout, dtype, impl.device).requires_grad_(True)
+    k = case.kernel
+    w = weight_like((case.c, 1, k, k), dtype, impl.device, k * k).requires_grad_(True)
+    b = torch.randn(case.c, dtype=dtype, device=impl.device).requires_grad_(True) if bias else None
+    conv = ([case.stride] * 2, [case.padding] * 2, [case.dilation] * 2)
+    inputs = [x, w] + ([b] if bias else [])
+    out = impl.ops.depthwise_conv2d(x, w, b, *conv, relu)
+    g = torch.randn_like(out)
+    ours = _grads(out, inputs, g)
+    ref_inputs = [t.detach().float().requires_grad_(True) for t in inputs]
+    br = ref_inputs[2] if bias else None
+    ref_out = reference.depthwise_conv2d(ref_inputs[0], ref_inputs[1], br, *conv, False)
+    ref = _grads(ref_out, ref_inputs, _relu_masked(g, out, relu))
+    return [o.float() for o in ours], ref
+
+
+@pytest.mark.parametrize("impl,case", impl_params(DEPTHWISE, numel=lambda c: 2 * c.n * c.c * c.hw**2))
+@pytest.mark.parametrize("layout", GRAD_LAYOUTS)
+@pytest.mark.parametrize("bias,relu", [(False, False), (True, True)])
+def test_depthwise_conv2d_grad(impl, case, layout, bias, relu):
+    _compare(*_depthwise_grads(impl, case, layout, torch.float32, bias, relu), GRAD_TOL)
+
+
+@pytest.mark.parametrize("impl,case", impl_params(DEPTHWISE[-11:], numel=lambda c: 2 * c.n * c.c * c.hw**2))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_depthwise_conv2d_grad_half(impl, case, layout, dtype):
+    _compare(*_depthwise_grads(impl, case, layout, dtype, True, True), HALF_GRAD_TOL[dtype])
+
+
+# ---- backward ops called directly ---------------------------------------------------
+
+MASKS = [list(m) for m in itertools.product([False, True], repeat=3)]
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("mask", MASKS, ids=lambda m: "".join("1" if v else "0" for v in m))
+def test_pointwise_conv_backward_output_mask(impl, mask):
+    case = by_name(pointwise_cases())["shuffle-ne-groups"]
+    x = torch.randn(case.n, case.c_in, case.hw, case.hw, device=impl.device)
+    w = torch.randn(case.c_out, case.c_in // case.groups, 1, 1, device=impl.device)
+    go = torch.randn(case.n, case.c_out, case.hw, case.hw, device=impl.device)
+    full = impl.ops.pointwise_conv_backward(go, x, w, None, case.groups, case.shuffle_groups, [True] * 3)
+    part = impl.ops.pointwise_conv_backward(go, x, w, None, case.groups, case.shuffle_groups, mask)
+    for want, f, p in zip(mask, full, part, strict=True):
+        if want:
+            torch.testing.assert_close(p, f, rtol=0, atol=0)
+        else:
+            assert p.shape == (0,)
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("mask", MASKS, ids=lambda m: "".join("1" if v else "0" for v in m))
+def test_depthwise_conv2d_backward_output_mask(impl, mask):
+    x = torch.randn(2, 5, 9, 9, device=impl.device)
+    w = torch.randn(5, 1, 3, 3, device=impl.device)
+    go = torch.randn(2, 5, 5, 5, device=impl.device)
+    conv = ([2, 2], [1, 1], [1, 1])
+    full = impl.ops.depthwise_conv2d_backward(go, x, w, None, *conv, [True] * 3)
+    part = impl.ops.depthwise_conv2d_backward(go, x, w, None, *conv, mask)
+    for want, f, p in zip(mask, full, part, strict=True):
+        if want:
+            torch.testing.assert_close(p, f, rtol=0, atol=0)
+        else:
+            assert p.shape == (0,)
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+def test_backward_ops_mask_relu_output(impl):
+    """relu_output zeroes the gradient where the forward output was <= 0."""
+    x = torch.randn(2, 6, 5, 5, device=impl.device)
+    w = torch.randn(6, 1, 3, 3, device=impl.device)
+    out = impl.ops.depthwise_conv2d(x, w, None, [1, 1], [1, 1], [1, 1], True)
+    go = torch.randn_like(out)
+    masked = impl.ops.depthwise_conv2d_backward(go, x, w, out, [1, 1], [1, 1], [1, 1], [True, True, True])
+    plain = impl.ops.depthwise_conv2d_backward(go * (out > 0), x, w, None, [1, 1], [1, 1], [1, 1], [True] * 3)
+    for a, b in zip(masked, plain, strict=True):
+        torch.testing.assert_close(a, b)
+    pw = torch.randn(12, 3, 1, 1, device=impl.device)
+    out = impl.ops.pointwise_conv(x, pw, None, 2, 3, True)
+    go = torch.randn_like(out)
+    masked = impl.ops.pointwise_conv_backward(go, x, pw, out, 2, 3, [True] * 3)
+    plain = impl.ops.pointwise_conv_backward(go * (out > 0), x, pw, None, 2, 3, [True] * 3)
+    for a, b in zip(masked, plain, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_concat_shuffle_backward_op(impl, layout):
+    go = make_input((2, 18, 4, 3), layout, torch.float32, impl.device)
+    ga, gb = impl.ops.concat_shuffle_backward(go, 3, 7)
+    unshuffled = reference.channel_shuffle(go, 18 // 3)
+    torch.testing.assert_close(ga, unshuffled[:, :7], rtol=0, atol=0)
+    torch.testing.assert_close(gb, unshuffled[:, 7:], rtol=0, atol=0)
+
+
+# ---- gradcheck in float64 -------------------------------------------------------------
+
+GRADCHECK_LAYOUTS = ["nchw", "channels_last", "slice"]
+
+
+def _f64(shape, layout, impl):
+    return make_input(shape, layout, torch.float64, impl.device).detach().requires_grad_(True)
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("layout", GRADCHECK_LAYOUTS)
+def test_gradcheck_channel_shuffle(impl, layout):
+    if impl.device != "cpu":
+        pytest.skip("float64 gradcheck runs on CPU")
+    x = _f64((2, 6, 3, 2), layout, impl)
+    assert torch.autograd.gradcheck(lambda t: impl.ops.channel_shuffle(t, 3), (x,))
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("layout", GRADCHECK_LAYOUTS)
+def test_gradcheck_concat_shuffle(impl, layout):
+    if impl.device != "cpu":
+        pytest.skip("float64 gradcheck runs on CPU")
+    a = _f64((2, 4, 3, 2), layout, impl)
+    b = _f64((2, 2, 3, 2), layout, impl)
+    assert torch.autograd.gradcheck(lambda s, t: impl.ops.concat_shuffle(s, t, 3), (a, b))
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("layout", GRADCHECK_LAYOUTS)
+@pytest.mark.parametrize("groups,shuffle_groups,bias,relu", [(1, 1, False, False), (2, 2, True, True),
+                                                             (2, 3, True, False), (1, 2, False, True)])
+def test_gradcheck_pointwise_conv(impl, layout, groups, shuffle_groups, bias, relu):
+    if impl.device != "cpu":
+        pytest.skip("float64 gradcheck runs on CPU")
+    x = _f64((2, 4, 3, 3), layout, impl)
+    w = torch.randn(6, 4 // groups, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True) if bias else None
+
+    def fn(x, w, b):
+        return impl.ops.pointwise_conv(x, w, b, groups, shuffle_groups, relu)
+
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLS)
+@pytest.mark.parametrize("layout", GRADCHECK_LAYOUTS)
+@pytest.mark.parametrize("kernel,stride,padding,dilation,bias,relu", [
+    (3, 1, 1, 1, True, True), (3, 2, 1, 1, False, False), (5, 1, 2, 1, True, False),
+    (3, 1, 2, 2, False, True), (7, 2, 3, 1, True, False),
+])
+def test_gradcheck_depthwise_conv2d(impl, layout, kernel, stride, padding, dilation, bias, relu):
+    if impl.device != "cpu":
+        pytest.skip("float64 gradcheck runs on CPU")
+    x = _f64((2, 3, 7, 6), layout, impl)
+    w = torch.randn(3, 1, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True) if bias else None
+
+    def fn(x, w, b):
+        return impl.ops.depthwise_conv2d(x, w, b, [stride] * 2, [padding] * 2, [dilation] * 2, relu)
+
+    assert torch.autograd.gradcheck(fn, (x, w, b))
