@@ -56,7 +56,8 @@ def _cuda_include_dirs() -> list[str]:
 def _extension():
     with_cuda = _want_cuda()
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/common/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx_flags = ["-O3", "-std=c++17"]
+    # -Wno-psabi: vector types in always-inlined helpers of multiversioned code.
+    cxx_flags = ["-O3", "-std=c++17", "-Wno-psabi"]
     if sys.platform != "win32":
         cxx_flags += ["-fopenmp"]
     extra_link = ["-fopenmp"] if sys.platform != "win32" else []

@@ -8,6 +8,17 @@
 
 #include <cstdint>
 
+// Hot loops of the CPU kernels are compiled for the x86-64-v4 (AVX-512) and
+// x86-64-v3 (AVX2, FMA, F16C) ISA levels as well as the baseline; the loader picks
+// the best level the machine supports (GCC function multi-versioning, GCC >= 12). The attribute must sit on the function that holds the
+// loops, not on a caller (a lambda handed to at::parallel_for is a function of
+// its own).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && defined(__linux__)
+#define SHUFFLENET_CPU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SHUFFLENET_CPU_MULTIVERSION
+#endif
+
 namespace shufflenet::cpu {
 
 // channel_shuffle on CPU (also the un-shuffle inside pointwise_conv_backward).

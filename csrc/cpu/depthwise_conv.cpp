@@ -1,11 +1,23 @@
 // Depthwise 2-D convolution on CPU, forward and backward, NCHW and channels_last.
 //
-// NCHW: one task per (n, c) plane; each output row is accumulated in a float row
-// buffer tap by tap over the range of outputs whose tap is inside the input
-// (conv_tap_output_begin/end), so the inner loop has no bounds checks and
-// vectorises (contiguous for stride 1).
-// channels_last: one task per output row; every tap is a multiply-add over C
-// contiguous channels, with the weights transposed to [taps, C].
+// Every loop over a row is split into its interior, where all kernel taps read
+// inside the input (no bounds checks, so it vectorises), and the few border
+// outputs, which check each tap. The tap geometry of a row (which outputs each tap
+// reaches) is computed once per call with the shared index helpers, so no
+// division runs inside a loop. 3x3 kernels with stride 1 or 2 are compiled with
+// the kernel extent and column stride as constants (unrolled taps, register
+// accumulators); other shapes run the same code with run-time extents.
+//
+// NCHW: one task per (n, c) plane, each output row computed from up to K input
+//   rows; rows outside the input point at a row of zeros.
+// channels_last: one task per output row; a pixel's channels are accumulated in
+//   register blocks of kChannelBlock over its taps.
+// Backward input with stride 1 is the forward kernel applied to grad_output with
+//   the kernel flipped (a stride-1 transposed convolution is a convolution).
+//   Other strides: NCHW scatters rows into a per-plane accumulator, NHWC gathers
+//   per input pixel.
+// Backward weight is deterministic: NCHW one task per channel with per-tap row
+//   partial sums; NHWC fixed chunks of rows reduced in chunk order.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -13,10 +25,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <type_traits>
 #include <vector>
 
 #include "common/checks.h"
 #include "common/index.h"
+#include "cpu/cpu_kernels.h"
+#include "cpu/float_vec.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -27,6 +43,9 @@ constexpr int64_t kDepthwiseGrain = 1 << 15;
 // chunks; the split depends only on the shape, so results do not depend on the
 // thread count.
 constexpr int64_t kWeightGradChunks = 64;
+// Channels accumulated together in registers (channels_last).
+constexpr int64_t kChannelBlock = 16;
+constexpr int64_t kMaxTaps = kMaxDepthwiseKernel * kMaxDepthwiseKernel;
 
 struct Geometry {
   int64_t n, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, dh, dw;
@@ -42,182 +61,415 @@ Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.s
 
 int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, kDepthwiseGrain / std::max<int64_t>(1, work_per_item)); }
 
+// Columns of one output row: tap k reads input column ow*stride + off[k] for
+// ow in [lo[k], hi[k]); in [interior_lo, interior_hi) every tap is in range.
+struct RowTaps {
+  std::array<int64_t, kMaxDepthwiseKernel> lo{}, hi{}, off{};
+  int64_t interior_lo = 0, interior_hi = 0;
+};
+
+RowTaps row_taps(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, int64_t out) {
+  RowTaps r;
+  for (int64_t t = 0; t < k; ++t) {
+    r.lo[t] = std::min(conv_tap_output_begin(t, s, p, d), out);
+    r.hi[t] = conv_tap_output_end(in, t, s, p, d, out);
+    r.off[t] = t * d - p;
+  }
+  r.interior_lo = std::min(conv_interior_begin(s, p), out);
+  r.interior_hi = std::max(r.interior_lo, conv_interior_end(in, k, s, p, d, out));
+  return r;
+}
+
+// Kernel extents and column stride as compile-time constants (0: read them from
+// the geometry at run time).
+template <int KH, int KW, int SW>
+struct KernelShape {
+  static int64_t kh(const Geometry& g) { return KH ? KH : g.kh; }
+  static int64_t kw(const Geometry& g) { return KW ? KW : g.kw; }
+  static int64_t sw(const Geometry& g) { return SW ? SW : g.sw; }
+};
+
+// Calls fn(KernelShape<...>{}) with the specialisation matching `g`.
+template <typename F>
+void with_kernel_shape(const Geometry& g, const F& fn) {
+  if (g.kh == 3 && g.kw == 3 && g.sw == 1) return fn(KernelShape<3, 3, 1>{});
+  if (g.kh == 3 && g.kw == 3 && g.sw == 2) return fn(KernelShape<3, 3, 2>{});
+  fn(KernelShape<0, 0, 0>{});
+}
+
 template <typename scalar_t, typename acc_t>
-inline void store_row(scalar_t* dst, const acc_t* src, int64_t count, bool relu) {
+C10_ALWAYS_INLINE void store_row(scalar_t* dst, const acc_t* src, int64_t count, bool relu) {
   for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(relu_if(src[i], relu));
 }
 
+// The blocks of B that cover [lo, hi) (hi - lo >= B): full blocks from lo, then
+// one block ending at hi that overlaps the previous one and rewrites the same
+// values. Returns nothing; calls block(start) for each.
+#define SHUFFLENET_FOR_OVERLAPPED_BLOCKS(B, lo, hi, start, ...)    \
+  for (int64_t i_ = (lo);; i_ += (B)) {                            \
+    const int64_t start = std::min<int64_t>(i_, (hi) - (B));       \
+    __VA_ARGS__;                                                   \
+    if (start + (B) >= (hi)) break;                                \
+  }
+
 // ---- forward -------------------------------------------------------------------
 
+// One depthwise pass: out[n, c] = relu?(bias[c] + conv(in[n, c], weight[c])).
+// Also the stride-1 input gradient (grad_output in, kernel flipped, no bias).
 template <typename scalar_t, typename acc_t>
-void forward_nchw(const scalar_t* in, Strides4 is, const acc_t* weight /*[C, taps]*/, const acc_t* bias,
-                  scalar_t* out /*dense NCHW*/, const Geometry& g, bool relu) {
-  at::parallel_for(0, g.n * g.c, grain_for(g.ho * g.wo * g.taps()), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> row(g.wo);
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / g.c, c = plane % g.c;
-      const scalar_t* ip = in + n * is.n + c * is.c;
-      const acc_t* wp = weight + c * g.taps();
-      scalar_t* op = out + plane * g.ho * g.wo;
-      for (int64_t oh = 0; oh < g.ho; ++oh) {
-        std::fill(row.begin(), row.end(), bias ? bias[c] : acc_t(0));
-        for (int64_t kh = 0; kh < g.kh; ++kh) {
-          const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
-          if (ih < 0 || ih >= g.h) continue;
-          const scalar_t* irow = ip + ih * is.h;
-          for (int64_t kw = 0; kw < g.kw; ++kw) {
-            const acc_t wv = wp[kh * g.kw + kw];
-            const int64_t lo = conv_tap_output_begin(kw, g.sw, g.pw, g.dw);
-            const int64_t hi = conv_tap_output_end(g.w, kw, g.sw, g.pw, g.dw, g.wo);
-            const int64_t off = kw * g.dw - g.pw;
-            if (g.sw == 1) {
-              for (int64_t ow = lo; ow < hi; ++ow) row[ow] += wv * static_cast<acc_t>(irow[ow + off]);
-            } else {
-              for (int64_t ow = lo; ow < hi; ++ow) row[ow] += wv * static_cast<acc_t>(irow[ow * g.sw + off]);
-            }
-          }
-        }
-        store_row(op + oh * g.wo, row.data(), g.wo, relu);
+struct Pass {
+  const scalar_t* in;
+  Strides4 is;
+  const acc_t* weight;  // [C, taps] (NCHW) or [taps, C] (NHWC)
+  const acc_t* bias;    // [C] or null
+  scalar_t* out;        // dense, in the pass's layout
+  Geometry g;
+  bool relu;
+};
+
+// Outputs [ow0, ow0 + V * kFloatLanes) of a row (those up to `count` stored),
+// from padded input rows: output ow reads column ow * sw + kw * dw of rows[kh].
+// Float accumulation runs on vectors; double on plain arrays.
+template <int64_t V, typename Shape, typename scalar_t, typename acc_t>
+C10_ALWAYS_INLINE void conv_row_block(const acc_t* const* rows, const acc_t* wk, const Geometry& g, int64_t ow0,
+                                      int64_t count, acc_t b, bool relu, scalar_t* orow) {
+  const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
+  constexpr int64_t B = V * kFloatLanes;
+  acc_t result[B];
+  if constexpr (std::is_same_v<acc_t, float>) {
+    FloatVec acc[V];
+    for (int64_t v = 0; v < V; ++v) acc[v] = FloatVec{} + b;
+    for (int64_t kh = 0; kh < kh_n; ++kh) {
+      for (int64_t kw = 0; kw < kw_n; ++kw) {
+        const float w = wk[kh * kw_n + kw];
+        const float* src = rows[kh] + ow0 * sw + kw * g.dw;
+        for (int64_t v = 0; v < V; ++v) acc[v] += w * load_floats_strided(src + v * kFloatLanes * sw, sw);
       }
     }
-  });
+    if (count >= B) {
+      for (int64_t v = 0; v < V; ++v) store_floats(orow + ow0 + v * kFloatLanes, relu_vec(acc[v], relu));
+      return;
+    }
+    for (int64_t v = 0; v < V; ++v) store_floats(result + v * kFloatLanes, relu_vec(acc[v], relu));
+  } else {
+    for (int64_t j = 0; j < B; ++j) result[j] = b;
+    for (int64_t kh = 0; kh < kh_n; ++kh) {
+      for (int64_t kw = 0; kw < kw_n; ++kw) {
+        const acc_t w = wk[kh * kw_n + kw];
+        const acc_t* src = rows[kh] + ow0 * sw + kw * g.dw;
+        for (int64_t j = 0; j < B; ++j) result[j] += w * src[j * sw];
+      }
+    }
+    for (int64_t j = 0; j < B; ++j) result[j] = relu_if(result[j], relu);
+  }
+  for (int64_t j = 0; j < std::min(count, B); ++j) orow[ow0 + j] = static_cast<scalar_t>(result[j]);
+}
+
+// Each plane is first copied (in acc_t) into a zero-padded buffer with
+// kFloatLanes * stride columns of slack, so that every output of every row is
+// computed by the same unchecked vector loop, whatever the padding and size.
+template <typename scalar_t, typename acc_t, typename Shape>
+SHUFFLENET_CPU_MULTIVERSION void forward_nchw_planes(const Pass<scalar_t, acc_t>& p, int64_t begin, int64_t end,
+                                                     Shape) {
+  const Geometry& g = p.g;
+  const int64_t sw = Shape::sw(g);
+  const int64_t pitch = g.w + 2 * g.pw + 2 * kFloatLanes * sw;
+  std::vector<acc_t> padded((g.h + 2 * g.ph) * pitch, acc_t(0));
+  std::array<const acc_t*, kMaxDepthwiseKernel> rows{};
+  std::array<acc_t, kMaxTaps> wk{};
+  for (int64_t plane = begin; plane < end; ++plane) {
+    const int64_t n = plane / g.c, c = plane % g.c;
+    const scalar_t* ip = p.in + n * p.is.n + c * p.is.c;
+    for (int64_t ih = 0; ih < g.h; ++ih) {
+      acc_t* dst = padded.data() + (ih + g.ph) * pitch + g.pw;
+      const scalar_t* src = ip + ih * p.is.h;
+      for (int64_t iw = 0; iw < g.w; ++iw) dst[iw] = static_cast<acc_t>(src[iw]);
+    }
+    std::copy(p.weight + c * g.taps(), p.weight + (c + 1) * g.taps(), wk.begin());
+    const acc_t b = p.bias ? p.bias[c] : acc_t(0);
+    for (int64_t oh = 0; oh < g.ho; ++oh) {
+      // Padded row oh*sh + kh*dh holds input row oh*sh - ph + kh*dh.
+      for (int64_t kh = 0; kh < Shape::kh(g); ++kh) rows[kh] = padded.data() + (oh * g.sh + kh * g.dh) * pitch;
+      scalar_t* orow = p.out + (plane * g.ho + oh) * g.wo;
+      if (g.wo > kFloatLanes) {
+        for (int64_t ow0 = 0; ow0 < g.wo; ow0 += 2 * kFloatLanes) {
+          conv_row_block<2, Shape>(rows.data(), wk.data(), g, ow0, g.wo - ow0, b, p.relu, orow);
+        }
+      } else {
+        conv_row_block<1, Shape>(rows.data(), wk.data(), g, 0, g.wo, b, p.relu, orow);
+      }
+    }
+  }
+}
+
+// B channels of one channels_last pixel from `taps` source pixels, in registers
+// (B is a multiple of kFloatLanes; float accumulation runs on vectors).
+template <int64_t B, typename scalar_t, typename acc_t>
+C10_ALWAYS_INLINE void accumulate_channel_block(const scalar_t* const* src, const acc_t* const* weight,
+                                                int64_t taps, const acc_t* bias, int64_t c0, scalar_t* dst,
+                                                bool relu) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    constexpr int64_t V = B / kFloatLanes;
+    FloatVec acc[V];
+    for (int64_t v = 0; v < V; ++v) acc[v] = bias ? load_floats(bias + c0 + v * kFloatLanes) : FloatVec{};
+    for (int64_t t = 0; t < taps; ++t) {
+      const scalar_t* s = src[t] + c0;
+      const float* w = weight[t] + c0;
+      for (int64_t v = 0; v < V; ++v) acc[v] += load_floats(w + v * kFloatLanes) * load_floats(s + v * kFloatLanes);
+    }
+    for (int64_t v = 0; v < V; ++v) store_floats(dst + c0 + v * kFloatLanes, relu_vec(acc[v], relu));
+  } else {
+    acc_t acc[B];
+    for (int64_t j = 0; j < B; ++j) acc[j] = bias ? bias[c0 + j] : acc_t(0);
+    for (int64_t t = 0; t < taps; ++t) {
+      const scalar_t* s = src[t] + c0;
+      const acc_t* w = weight[t] + c0;
+      for (int64_t j = 0; j < B; ++j) acc[j] += w[j] * static_cast<acc_t>(s[j]);
+    }
+    for (int64_t j = 0; j < B; ++j) dst[c0 + j] = static_cast<scalar_t>(relu_if(acc[j], relu));
+  }
+}
+
+// dst[c] = relu?(bias[c] + sum_t weight[t][c] * src[t][c]) for c in [0, channels):
+// one channels_last pixel from `taps` source pixels.
+template <typename scalar_t, typename acc_t>
+C10_ALWAYS_INLINE void accumulate_pixel(const scalar_t* const* src, const acc_t* const* weight, int64_t taps,
+                                        const acc_t* bias, int64_t channels, scalar_t* dst, bool relu) {
+  if (channels >= 32) {
+    SHUFFLENET_FOR_OVERLAPPED_BLOCKS(32, 0, channels, c0,
+                                     accumulate_channel_block<32>(src, weight, taps, bias, c0, dst, relu))
+  } else if (channels >= 16) {
+    SHUFFLENET_FOR_OVERLAPPED_BLOCKS(16, 0, channels, c0,
+                                     accumulate_channel_block<16>(src, weight, taps, bias, c0, dst, relu))
+  } else {
+    for (int64_t c = 0; c < channels; ++c) {
+      acc_t a = bias ? bias[c] : acc_t(0);
+      for (int64_t t = 0; t < taps; ++t) a += weight[t][c] * static_cast<acc_t>(src[t][c]);
+      dst[c] = static_cast<scalar_t>(relu_if(a, relu));
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, typename Shape>
+SHUFFLENET_CPU_MULTIVERSION void forward_nhwc_rows(const Pass<scalar_t, acc_t>& p, const RowTaps& cols,
+                                                   int64_t begin, int64_t end, Shape) {
+  const Geometry& g = p.g;
+  const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
+  std::array<const scalar_t*, kMaxTaps> src{};
+  std::array<const acc_t*, kMaxTaps> wsrc{};
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / g.ho, oh = r % g.ho;
+    for (int64_t ow = 0; ow < g.wo; ++ow) {
+      int64_t taps = 0;
+      for (int64_t kh = 0; kh < kh_n; ++kh) {
+        const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
+        if (ih < 0 || ih >= g.h) continue;
+        for (int64_t kw = 0; kw < kw_n; ++kw) {
+          if (ow < cols.lo[kw] || ow >= cols.hi[kw]) continue;
+          src[taps] = p.in + n * p.is.n + ih * p.is.h + (ow * sw + cols.off[kw]) * p.is.w;
+          wsrc[taps++] = p.weight + (kh * kw_n + kw) * g.c;
+        }
+      }
+      accumulate_pixel(src.data(), wsrc.data(), taps, p.bias, g.c, p.out + (r * g.wo + ow) * g.c, p.relu);
+    }
+  }
 }
 
 template <typename scalar_t, typename acc_t>
-void forward_nhwc(const scalar_t* in, Strides4 is, const acc_t* weight_t /*[taps, C]*/, const acc_t* bias,
-                  scalar_t* out /*dense NHWC*/, const Geometry& g, bool relu) {
-  at::parallel_for(0, g.n * g.ho, grain_for(g.wo * g.c * g.taps()), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(g.c);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / g.ho, oh = r % g.ho;
-      for (int64_t ow = 0; ow < g.wo; ++ow) {
-        if (bias) {
-          std::copy(bias, bias + g.c, acc.begin());
-        } else {
-          std::fill(acc.begin(), acc.end(), acc_t(0));
-        }
-        for (int64_t kh = 0; kh < g.kh; ++kh) {
-          const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
-          if (ih < 0 || ih >= g.h) continue;
-          for (int64_t kw = 0; kw < g.kw; ++kw) {
-            const int64_t iw = conv_input_index(ow, kw, g.sw, g.pw, g.dw);
-            if (iw < 0 || iw >= g.w) continue;
-            const scalar_t* px = in + n * is.n + ih * is.h + iw * is.w;
-            const acc_t* wt = weight_t + (kh * g.kw + kw) * g.c;
-            for (int64_t c = 0; c < g.c; ++c) acc[c] += wt[c] * static_cast<acc_t>(px[c]);
-          }
-        }
-        store_row(out + ((r * g.wo) + ow) * g.c, acc.data(), g.c, relu);
-      }
+void run_pass(const Pass<scalar_t, acc_t>& p, bool channels_last) {
+  const Geometry& g = p.g;
+  with_kernel_shape(g, [&](auto shape) {
+    using Shape = decltype(shape);
+    if (channels_last) {
+      const RowTaps cols = row_taps(g.w, Shape::kw(g), Shape::sw(g), g.pw, g.dw, g.wo);
+      at::parallel_for(0, g.n * g.ho, grain_for(g.wo * g.c * g.taps()),
+                       [&](int64_t begin, int64_t end) { forward_nhwc_rows(p, cols, begin, end, shape); });
+    } else {
+      at::parallel_for(0, g.n * g.c, grain_for(g.ho * g.wo * g.taps()),
+                       [&](int64_t begin, int64_t end) { forward_nchw_planes(p, begin, end, shape); });
     }
   });
 }
 
 // ---- backward: input ---------------------------------------------------------------
 
+// Geometry of the stride-1 input gradient seen as a forward convolution of
+// grad_output with the flipped kernel (padding d*(k-1) - p), or false when that
+// padding would be negative.
+bool transposed_as_forward(const Geometry& g, Geometry* t) {
+  if (g.sh != 1 || g.sw != 1) return false;
+  const int64_t ph = g.dh * (g.kh - 1) - g.ph, pw = g.dw * (g.kw - 1) - g.pw;
+  if (ph < 0 || pw < 0) return false;
+  *t = {g.n, g.c, g.ho, g.wo, g.h, g.w, g.kh, g.kw, 1, 1, ph, pw, g.dh, g.dw};
+  return true;
+}
+
 // Transposed conv, per plane: every output row scatters into a private float
 // copy of the input plane, so no two tasks write the same memory.
 template <typename scalar_t, typename acc_t>
-void grad_input_nchw(const scalar_t* go /*dense NCHW*/, const acc_t* weight, scalar_t* gi /*dense NCHW*/,
-                     const Geometry& g) {
-  at::parallel_for(0, g.n * g.c, grain_for(g.ho * g.wo * g.taps()), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> plane_acc(g.h * g.w);
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t c = plane % g.c;
-      const scalar_t* gp = go + plane * g.ho * g.wo;
-      const acc_t* wp = weight + c * g.taps();
-      std::fill(plane_acc.begin(), plane_acc.end(), acc_t(0));
-      for (int64_t oh = 0; oh < g.ho; ++oh) {
-        const scalar_t* grow = gp + oh * g.wo;
-        for (int64_t kh = 0; kh < g.kh; ++kh) {
-          const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
-          if (ih < 0 || ih >= g.h) continue;
-          acc_t* arow = plane_acc.data() + ih * g.w;
-          for (int64_t kw = 0; kw < g.kw; ++kw) {
-            const acc_t wv = wp[kh * g.kw + kw];
-            const int64_t lo = conv_tap_output_begin(kw, g.sw, g.pw, g.dw);
-            const int64_t hi = conv_tap_output_end(g.w, kw, g.sw, g.pw, g.dw, g.wo);
-            const int64_t off = kw * g.dw - g.pw;
-            for (int64_t ow = lo; ow < hi; ++ow) arow[ow * g.sw + off] += wv * static_cast<acc_t>(grow[ow]);
-          }
+SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_planes(const scalar_t* go /*dense NCHW*/, const acc_t* weight,
+                                                        scalar_t* gi /*dense NCHW*/, const Geometry& g,
+                                                        const RowTaps& cols, int64_t begin, int64_t end) {
+  std::vector<acc_t> plane_acc(g.h * g.w);
+  for (int64_t plane = begin; plane < end; ++plane) {
+    const int64_t c = plane % g.c;
+    const scalar_t* gp = go + plane * g.ho * g.wo;
+    const acc_t* wp = weight + c * g.taps();
+    std::fill(plane_acc.begin(), plane_acc.end(), acc_t(0));
+    for (int64_t oh = 0; oh < g.ho; ++oh) {
+      const scalar_t* grow = gp + oh * g.wo;
+      for (int64_t kh = 0; kh < g.kh; ++kh) {
+        const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
+        if (ih < 0 || ih >= g.h) continue;
+        acc_t* arow = plane_acc.data() + ih * g.w;
+        for (int64_t kw = 0; kw < g.kw; ++kw) {
+          const acc_t wv = wp[kh * g.kw + kw];
+          acc_t* dst = arow + cols.off[kw];
+          for (int64_t ow = cols.lo[kw]; ow < cols.hi[kw]; ++ow) dst[ow * g.sw] += wv * static_cast<acc_t>(grow[ow]);
         }
       }
-      store_row(gi + plane * g.h * g.w, plane_acc.data(), g.h * g.w, false);
     }
-  });
+    store_row(gi + plane * g.h * g.w, plane_acc.data(), g.h * g.w, false);
+  }
 }
 
 // Transposed conv as a gather, per input row: each input pixel sums the output
-// pixels that read it (conv_output_index_for_input).
+// pixels that read it (ow_of: conv_output_index_for_input per [iw][kw]).
 template <typename scalar_t, typename acc_t>
-void grad_input_nhwc(const scalar_t* go /*dense NHWC*/, const acc_t* weight_t, scalar_t* gi /*dense NHWC*/,
-                     const Geometry& g) {
-  at::parallel_for(0, g.n * g.h, grain_for(g.w * g.c * g.taps()), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(g.c);
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / g.h, ih = r % g.h;
-      for (int64_t iw = 0; iw < g.w; ++iw) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int64_t kh = 0; kh < g.kh; ++kh) {
-          const int64_t oh = conv_output_index_for_input(ih, kh, g.sh, g.ph, g.dh, g.ho);
-          if (oh < 0) continue;
-          for (int64_t kw = 0; kw < g.kw; ++kw) {
-            const int64_t ow = conv_output_index_for_input(iw, kw, g.sw, g.pw, g.dw, g.wo);
-            if (ow < 0) continue;
-            const scalar_t* gp = go + ((n * g.ho + oh) * g.wo + ow) * g.c;
-            const acc_t* wt = weight_t + (kh * g.kw + kw) * g.c;
-            for (int64_t c = 0; c < g.c; ++c) acc[c] += wt[c] * static_cast<acc_t>(gp[c]);
-          }
+SHUFFLENET_CPU_MULTIVERSION void grad_input_nhwc_rows(const scalar_t* go /*dense NHWC*/, const acc_t* weight_t,
+                                                      scalar_t* gi /*dense NHWC*/, const Geometry& g,
+                                                      const int64_t* ow_of, int64_t begin, int64_t end) {
+  std::array<const scalar_t*, kMaxTaps> src{};
+  std::array<const acc_t*, kMaxTaps> wsrc{};
+  std::array<int64_t, kMaxDepthwiseKernel> oh_of{};
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / g.h, ih = r % g.h;
+    for (int64_t kh = 0; kh < g.kh; ++kh) oh_of[kh] = conv_output_index_for_input(ih, kh, g.sh, g.ph, g.dh, g.ho);
+    for (int64_t iw = 0; iw < g.w; ++iw) {
+      int64_t taps = 0;
+      for (int64_t kh = 0; kh < g.kh; ++kh) {
+        if (oh_of[kh] < 0) continue;
+        for (int64_t kw = 0; kw < g.kw; ++kw) {
+          const int64_t ow = ow_of[iw * g.kw + kw];
+          if (ow < 0) continue;
+          src[taps] = go + ((n * g.ho + oh_of[kh]) * g.wo + ow) * g.c;
+          wsrc[taps++] = weight_t + (kh * g.kw + kw) * g.c;
         }
-        store_row(gi + (r * g.w + iw) * g.c, acc.data(), g.c, false);
+      }
+      accumulate_pixel<scalar_t, acc_t>(src.data(), wsrc.data(), taps, nullptr, g.c, gi + (r * g.w + iw) * g.c,
+                                        false);
+    }
+  }
+}
+
+// Input gradient with stride > 1 (stride 1 runs as a forward pass).
+template <typename scalar_t, typename acc_t>
+void grad_input_strided(const scalar_t* go, const acc_t* weight, scalar_t* gi, const Geometry& g, bool channels_last) {
+  if (channels_last) {
+    std::vector<int64_t> ow_of(g.w * g.kw);
+    for (int64_t iw = 0; iw < g.w; ++iw) {
+      for (int64_t kw = 0; kw < g.kw; ++kw) {
+        ow_of[iw * g.kw + kw] = conv_output_index_for_input(iw, kw, g.sw, g.pw, g.dw, g.wo);
       }
     }
-  });
+    at::parallel_for(0, g.n * g.h, grain_for(g.w * g.c * g.taps()), [&](int64_t begin, int64_t end) {
+      grad_input_nhwc_rows(go, weight, gi, g, ow_of.data(), begin, end);
+    });
+  } else {
+    const RowTaps cols = row_taps(g.w, g.kw, g.sw, g.pw, g.dw, g.wo);
+    at::parallel_for(0, g.n * g.c, grain_for(g.ho * g.wo * g.taps()), [&](int64_t begin, int64_t end) {
+      grad_input_nchw_planes(go, weight, gi, g, cols, begin, end);
+    });
+  }
 }
 
 // ---- backward: weight and bias -------------------------------------------------------
 
-// One task per channel: the reduction over (n, oh, ow) runs in a fixed order.
-// Row partial sums are in acc_t, the running totals in double.
-template <typename scalar_t, typename acc_t>
-void grad_weight_nchw(const scalar_t* go /*dense NCHW*/, const scalar_t* in, Strides4 is, acc_t* gw /*[C, taps]*/,
-                      acc_t* gb /*[C] or null*/, const Geometry& g) {
-  at::parallel_for(0, g.c, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> total(g.taps());
+// One task per channel, reduced in a fixed order: per image, each tap accumulates
+// elementwise row products into a row of partial sums (vectorisable); the rows are
+// summed into double totals once per image.
+template <typename scalar_t, typename acc_t, typename Shape>
+SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels(const scalar_t* go /*dense NCHW*/, const scalar_t* in,
+                                                           Strides4 is, acc_t* gw /*[C, taps]*/,
+                                                           acc_t* gb /*[C] or null*/, const Geometry& g,
+                                                           const RowTaps& cols, int64_t begin, int64_t end, Shape) {
+  const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
+  {
+    std::vector<acc_t> part((g.taps() + 1) * g.wo);  // [taps + bias][wo]
+    std::vector<double> total(g.taps() + 1);
     for (int64_t c = begin; c < end; ++c) {
       std::fill(total.begin(), total.end(), 0.0);
-      double bias_total = 0.0;
       for (int64_t n = 0; n < g.n; ++n) {
+        std::fill(part.begin(), part.end(), acc_t(0));
         const scalar_t* ip = in + n * is.n + c * is.c;
         const scalar_t* gp = go + (n * g.c + c) * g.ho * g.wo;
         for (int64_t oh = 0; oh < g.ho; ++oh) {
           const scalar_t* grow = gp + oh * g.wo;
           if (gb) {
-            acc_t s = 0;
-            for (int64_t ow = 0; ow < g.wo; ++ow) s += static_cast<acc_t>(grow[ow]);
-            bias_total += s;
+            acc_t* pb = part.data() + g.taps() * g.wo;
+            for (int64_t ow = 0; ow < g.wo; ++ow) pb[ow] += static_cast<acc_t>(grow[ow]);
           }
-          for (int64_t kh = 0; kh < g.kh; ++kh) {
+          for (int64_t kh = 0; kh < kh_n; ++kh) {
             const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
             if (ih < 0 || ih >= g.h) continue;
             const scalar_t* irow = ip + ih * is.h;
-            for (int64_t kw = 0; kw < g.kw; ++kw) {
-              const int64_t lo = conv_tap_output_begin(kw, g.sw, g.pw, g.dw);
-              const int64_t hi = conv_tap_output_end(g.w, kw, g.sw, g.pw, g.dw, g.wo);
-              const int64_t off = kw * g.dw - g.pw;
-              acc_t s = 0;
-              for (int64_t ow = lo; ow < hi; ++ow) {
-                s += static_cast<acc_t>(grow[ow]) * static_cast<acc_t>(irow[ow * g.sw + off]);
+            for (int64_t kw = 0; kw < kw_n; ++kw) {
+              acc_t* pt = part.data() + (kh * kw_n + kw) * g.wo;
+              const scalar_t* src = irow + cols.off[kw];
+              for (int64_t ow = cols.lo[kw]; ow < cols.hi[kw]; ++ow) {
+                pt[ow] += static_cast<acc_t>(grow[ow]) * static_cast<acc_t>(src[ow * sw]);
               }
-              total[kh * g.kw + kw] += s;
             }
           }
         }
+        for (int64_t t = 0; t <= g.taps(); ++t) {
+          const acc_t* pt = part.data() + t * g.wo;
+          double s = 0.0;
+          for (int64_t ow = 0; ow < g.wo; ++ow) s += pt[ow];
+          total[t] += s;
+        }
       }
       for (int64_t t = 0; t < g.taps(); ++t) gw[c * g.taps() + t] = static_cast<acc_t>(total[t]);
-      if (gb) gb[c] = static_cast<acc_t>(bias_total);
+      if (gb) gb[c] = static_cast<acc_t>(total[g.taps()]);
     }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void grad_weight_nchw(const scalar_t* go, const scalar_t* in, Strides4 is, acc_t* gw, acc_t* gb, const Geometry& g) {
+  with_kernel_shape(g, [&](auto shape) {
+    using Shape = decltype(shape);
+    const RowTaps cols = row_taps(g.w, Shape::kw(g), Shape::sw(g), g.pw, g.dw, g.wo);
+    at::parallel_for(0, g.c, 1, [&](int64_t begin, int64_t end) {
+      grad_weight_nchw_channels(go, in, is, gw, gb, g, cols, begin, end, shape);
+    });
   });
+}
+
+// Partial sums of rows [r_begin, r_end) into p: [taps + 1, C] (the last row is the bias).
+template <typename scalar_t, typename acc_t>
+SHUFFLENET_CPU_MULTIVERSION void grad_weight_nhwc_rows(const scalar_t* go /*dense NHWC*/, const scalar_t* in,
+                                                       Strides4 is, acc_t* p, const Geometry& g, int64_t r_begin,
+                                                       int64_t r_end) {
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const int64_t n = r / g.ho, oh = r % g.ho;
+    for (int64_t ow = 0; ow < g.wo; ++ow) {
+      const scalar_t* gp = go + (r * g.wo + ow) * g.c;
+      acc_t* pb = p + g.taps() * g.c;
+      for (int64_t c = 0; c < g.c; ++c) pb[c] += static_cast<acc_t>(gp[c]);
+      for (int64_t kh = 0; kh < g.kh; ++kh) {
+        const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
+        if (ih < 0 || ih >= g.h) continue;
+        for (int64_t kw = 0; kw < g.kw; ++kw) {
+          const int64_t iw = conv_input_index(ow, kw, g.sw, g.pw, g.dw);
+          if (iw < 0 || iw >= g.w) continue;
+          const scalar_t* px = in + n * is.n + ih * is.h + iw * is.w;
+          acc_t* pt = p + (kh * g.kw + kw) * g.c;
+          for (int64_t c = 0; c < g.c; ++c) pt[c] += static_cast<acc_t>(gp[c]) * static_cast<acc_t>(px[c]);
+        }
+      }
+    }
+  }
 }
 
 // Split reduction: fixed chunks of output rows each produce [taps + 1, C]
@@ -233,27 +485,8 @@ void grad_weight_nhwc(const scalar_t* go /*dense NHWC*/, const scalar_t* in, Str
   std::vector<acc_t> partial(chunks * width, acc_t(0));
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      acc_t* p = partial.data() + chunk * width;
       const int64_t r_end = std::min(rows, (chunk + 1) * rows_per_chunk);
-      for (int64_t r = chunk * rows_per_chunk; r < r_end; ++r) {
-        const int64_t n = r / g.ho, oh = r % g.ho;
-        for (int64_t ow = 0; ow < g.wo; ++ow) {
-          const scalar_t* gp = go + (r * g.wo + ow) * g.c;
-          acc_t* pb = p + g.taps() * g.c;
-          for (int64_t c = 0; c < g.c; ++c) pb[c] += static_cast<acc_t>(gp[c]);
-          for (int64_t kh = 0; kh < g.kh; ++kh) {
-            const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
-            if (ih < 0 || ih >= g.h) continue;
-            for (int64_t kw = 0; kw < g.kw; ++kw) {
-              const int64_t iw = conv_input_index(ow, kw, g.sw, g.pw, g.dw);
-              if (iw < 0 || iw >= g.w) continue;
-              const scalar_t* px = in + n * is.n + ih * is.h + iw * is.w;
-              acc_t* pt = p + (kh * g.kw + kw) * g.c;
-              for (int64_t c = 0; c < g.c; ++c) pt[c] += static_cast<acc_t>(gp[c]) * static_cast<acc_t>(px[c]);
-            }
-          }
-        }
-      }
+      grad_weight_nhwc_rows(go, in, is, partial.data() + chunk * width, g, chunk * rows_per_chunk, r_end);
     }
   });
   for (int64_t t = 0; t <= g.taps(); ++t) {
@@ -270,6 +503,11 @@ void grad_weight_nhwc(const scalar_t* go /*dense NHWC*/, const scalar_t* in, Str
 }
 
 // ---- op entry points ---------------------------------------------------------------
+
+// Strides of a dense [N, C, H, W] tensor in either layout.
+Strides4 dense_strides(int64_t c, int64_t h, int64_t w, bool channels_last) {
+  return channels_last ? Strides4{h * w * c, 1, w * c, c} : Strides4{c * h * w, h * w, w, 1};
+}
 
 Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, std::array<int64_t, 2> out,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
@@ -301,13 +539,9 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "depthwise_conv2d_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* bp = has_bias ? b.const_data_ptr<acc_t>() : nullptr;
-    if (cl) {
-      forward_nhwc<scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), strides_of(x), w.const_data_ptr<acc_t>(), bp,
-                                    out.mutable_data_ptr<scalar_t>(), g, relu);
-    } else {
-      forward_nchw<scalar_t, acc_t>(x.const_data_ptr<scalar_t>(), strides_of(x), w.const_data_ptr<acc_t>(), bp,
-                                    out.mutable_data_ptr<scalar_t>(), g, relu);
-    }
+    run_pass<scalar_t, acc_t>({x.const_data_ptr<scalar_t>(), strides_of(x), w.const_data_ptr<acc_t>(), bp,
+                               out.mutable_data_ptr<scalar_t>(), g, relu},
+                              cl);
   });
   return out;
 }
@@ -349,10 +583,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* gop = go.const_data_ptr<scalar_t>();
     if (output_mask[0] && grad_input.numel() > 0) {
-      if (cl) {
-        grad_input_nhwc<scalar_t, acc_t>(gop, w.const_data_ptr<acc_t>(), grad_input.mutable_data_ptr<scalar_t>(), g);
+      scalar_t* gip = grad_input.mutable_data_ptr<scalar_t>();
+      Geometry tg;
+      if (transposed_as_forward(g, &tg)) {
+        // Taps reversed: [C, taps] along dim 1, [taps, C] along dim 0.
+        const at::Tensor flipped = w.flip({cl ? 0 : 1}).contiguous();
+        run_pass<scalar_t, acc_t>(
+            {gop, dense_strides(g.c, g.ho, g.wo, cl), flipped.const_data_ptr<acc_t>(), nullptr, gip, tg, false}, cl);
       } else {
-        grad_input_nchw<scalar_t, acc_t>(gop, w.const_data_ptr<acc_t>(), grad_input.mutable_data_ptr<scalar_t>(), g);
+        grad_input_strided<scalar_t, acc_t>(gop, w.const_data_ptr<acc_t>(), gip, g, cl);
       }
     }
     if ((output_mask[1] || output_mask[2]) && go.numel() > 0) {
