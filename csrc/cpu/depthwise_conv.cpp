@@ -87,6 +87,8 @@ struct KernelShape {
   static int64_t kh(const Geometry& g) { return KH ? KH : g.kh; }
   static int64_t kw(const Geometry& g) { return KW ? KW : g.kw; }
   static int64_t sw(const Geometry& g) { return SW ? SW : g.sw; }
+  // Upper bound of kh * kw, for register arrays sized at compile time.
+  static constexpr int64_t kTapBound = KH && KW ? KH * KW : kMaxTaps;
 };
 
 // Calls fn(KernelShape<...>{}) with the specialisation matching `g`.
@@ -250,27 +252,73 @@ C10_ALWAYS_INLINE void accumulate_pixel(const scalar_t* const* src, const acc_t*
   }
 }
 
+// Channels [c0, c0 + V * kFloatLanes) of a whole channels_last output row: the
+// block's weights stay in registers while the row's pixels stream through.
+// rows[kh]: the input row read by kernel row kh, or null outside the input.
+template <int64_t V, typename Shape, typename scalar_t>
+C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, const RowTaps& cols,
+                                              const scalar_t* const* rows, int64_t c0, scalar_t* orow) {
+  const Geometry& g = p.g;
+  const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
+  FloatVec wv[Shape::kTapBound][V];
+  FloatVec bv[V];
+  for (int64_t t = 0; t < kh_n * kw_n; ++t) {
+    for (int64_t v = 0; v < V; ++v) wv[t][v] = load_floats(p.weight + t * g.c + c0 + v * kFloatLanes);
+  }
+  for (int64_t v = 0; v < V; ++v) bv[v] = p.bias ? load_floats(p.bias + c0 + v * kFloatLanes) : FloatVec{};
+  for (int64_t ow = 0; ow < g.wo; ++ow) {
+    FloatVec acc[V];
+    for (int64_t v = 0; v < V; ++v) acc[v] = bv[v];
+    for (int64_t kh = 0; kh < kh_n; ++kh) {
+      if (rows[kh] == nullptr) continue;
+      for (int64_t kw = 0; kw < kw_n; ++kw) {
+        if (ow < cols.lo[kw] || ow >= cols.hi[kw]) continue;
+        const scalar_t* s = rows[kh] + (ow * sw + cols.off[kw]) * p.is.w + c0;
+        for (int64_t v = 0; v < V; ++v) acc[v] += wv[kh * kw_n + kw][v] * load_floats(s + v * kFloatLanes);
+      }
+    }
+    for (int64_t v = 0; v < V; ++v) store_floats(orow + ow * g.c + c0 + v * kFloatLanes, relu_vec(acc[v], p.relu));
+  }
+}
+
 template <typename scalar_t, typename acc_t, typename Shape>
 SHUFFLENET_CPU_MULTIVERSION void forward_nhwc_rows(const Pass<scalar_t, acc_t>& p, const RowTaps& cols,
                                                    int64_t begin, int64_t end, Shape) {
   const Geometry& g = p.g;
   const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
+  std::array<const scalar_t*, kMaxDepthwiseKernel> rows{};
   std::array<const scalar_t*, kMaxTaps> src{};
   std::array<const acc_t*, kMaxTaps> wsrc{};
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / g.ho, oh = r % g.ho;
+    for (int64_t kh = 0; kh < kh_n; ++kh) {
+      const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
+      rows[kh] = (ih >= 0 && ih < g.h) ? p.in + n * p.is.n + ih * p.is.h : nullptr;
+    }
+    scalar_t* orow = p.out + r * g.wo * g.c;
+    if constexpr (std::is_same_v<acc_t, float>) {
+      if (g.c >= 2 * kFloatLanes) {
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(2 * kFloatLanes, 0, g.c, c0,
+                                         nhwc_row_channel_block<2, Shape>(p, cols, rows.data(), c0, orow))
+        continue;
+      }
+      if (g.c >= kFloatLanes) {
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, g.c, c0,
+                                         nhwc_row_channel_block<1, Shape>(p, cols, rows.data(), c0, orow))
+        continue;
+      }
+    }
     for (int64_t ow = 0; ow < g.wo; ++ow) {
       int64_t taps = 0;
       for (int64_t kh = 0; kh < kh_n; ++kh) {
-        const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
-        if (ih < 0 || ih >= g.h) continue;
+        if (rows[kh] == nullptr) continue;
         for (int64_t kw = 0; kw < kw_n; ++kw) {
           if (ow < cols.lo[kw] || ow >= cols.hi[kw]) continue;
-          src[taps] = p.in + n * p.is.n + ih * p.is.h + (ow * sw + cols.off[kw]) * p.is.w;
+          src[taps] = rows[kh] + (ow * sw + cols.off[kw]) * p.is.w;
           wsrc[taps++] = p.weight + (kh * kw_n + kw) * g.c;
         }
       }
-      accumulate_pixel(src.data(), wsrc.data(), taps, p.bias, g.c, p.out + (r * g.wo + ow) * g.c, p.relu);
+      accumulate_pixel(src.data(), wsrc.data(), taps, p.bias, g.c, orow + ow * g.c, p.relu);
     }
   }
 }
