@@ -3,22 +3,29 @@
 Importing the package loads the native ops (``torch.ops.shufflenet.*``), registers
 their fake kernels and autograd, and, when Triton is importable, the Triton ops
 (``torch.ops.shufflenet_triton.*``).
+
+``models`` builds ShuffleNet V1/V2 on the fused ops; ``accelerate(model)`` converts an
+existing one (torchvision's included), swapping its plain PyTorch blocks for fused ones.
 """
 
 from __future__ import annotations
 
-from . import _loader, ops  # noqa: F401  (registers fake kernels and autograd)
-from . import functional, nn, reference  # noqa: F401
+# Importing ops registers the fake kernels and autograd of the native ops.
+from . import _loader, functional, fusion, models, nn, ops, reference  # noqa: F401
 from ._loader import NATIVE_AVAILABLE, has_cuda_kernels
+from .accelerate import accelerate
 from .backend import has_triton_ops
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NATIVE_AVAILABLE",
+    "accelerate",
     "functional",
+    "fusion",
     "has_cuda_kernels",
     "has_triton_ops",
+    "models",
     "nn",
     "ops",
     "reference",

@@ -134,8 +134,11 @@ def check_depthwise_conv2d_args(
     out = []
     for d in range(2):
         k = weight.shape[2 + d]
-        torch._check(1 <= k <= MAX_DEPTHWISE_KERNEL, lambda: f"{op}: unsupported kernel size "
-                     f"{weight.shape[2]}x{weight.shape[3]} (weight), each extent must be in [1, {MAX_DEPTHWISE_KERNEL}]")
+        torch._check(
+            1 <= k <= MAX_DEPTHWISE_KERNEL,
+            lambda: f"{op}: unsupported kernel size {weight.shape[2]}x{weight.shape[3]} (weight), "
+            f"each extent must be in [1, {MAX_DEPTHWISE_KERNEL}]",
+        )
         torch._check(stride[d] > 0, lambda: f"{op}: stride must be positive, got {list(stride)}")
         torch._check(padding[d] >= 0, lambda: f"{op}: padding must be non-negative, got {list(padding)}")
         torch._check(dilation[d] > 0, lambda: f"{op}: dilation must be positive, got {list(dilation)}")
@@ -148,6 +151,78 @@ def check_depthwise_conv2d_args(
         torch._check(bias.dim() == 1 and bias.shape[0] == channels,
                      lambda: f"{op}: bias must have shape [{channels}], got {tuple(bias.shape)}")
     return out[0], out[1]
+
+
+def check_grad_output(grad_output: Tensor, sizes: Sequence[Any], like: Tensor, op: str) -> None:
+    """grad_output has ``sizes`` and ``like``'s dtype and device (``check_grad_output`` in C++)."""
+    torch._check(
+        tuple(grad_output.shape) == tuple(sizes),
+        lambda: f"{op}: grad_output must have shape {list(sizes)}, got {list(grad_output.shape)}",
+    )
+    _check_same(like, grad_output, op, "grad_output")
+
+
+def check_relu_output(relu_output: Tensor | None, sizes: Sequence[Any], like: Tensor, op: str) -> None:
+    """relu_output (when given) has ``sizes`` and ``like``'s dtype and device."""
+    if relu_output is None:
+        return
+    torch._check(
+        tuple(relu_output.shape) == tuple(sizes),
+        lambda: f"{op}: relu_output must have shape {list(sizes)}, got {list(relu_output.shape)}",
+    )
+    _check_same(like, relu_output, op, "relu_output")
+
+
+def check_output_mask(output_mask: Sequence[bool], op: str) -> None:
+    torch._check(len(output_mask) == 3, lambda: f"{op}: output_mask must have 3 elements, got {len(output_mask)}")
+
+
+def check_concat_shuffle_backward_args(grad_output: Tensor, groups: int, channels_a: int) -> None:
+    op = "concat_shuffle_backward"
+    _check_rank(grad_output, op, "grad_output", 3, 5)
+    _check_dtype(grad_output, op, "grad_output")
+    channels = grad_output.shape[1]
+    _check_groups(groups, channels, op, "groups", "channels of grad_output")
+    torch._check(
+        0 <= channels_a <= channels,
+        lambda: f"{op}: channels_a must be in [0, {channels}] (channels of grad_output), got {channels_a}",
+    )
+
+
+def check_pointwise_conv_backward_args(
+    grad_output: Tensor,
+    input: Tensor,
+    weight: Tensor,
+    relu_output: Tensor | None,
+    groups: int,
+    shuffle_groups: int,
+    output_mask: Sequence[bool],
+) -> None:
+    op = "pointwise_conv_backward"
+    check_pointwise_conv_args(input, weight, None, groups, shuffle_groups)
+    n, _, h, w = input.shape
+    sizes = (n, weight.shape[0], h, w)
+    check_grad_output(grad_output, sizes, input, op)
+    check_relu_output(relu_output, sizes, input, op)
+    check_output_mask(output_mask, op)
+
+
+def check_depthwise_conv2d_backward_args(
+    grad_output: Tensor,
+    input: Tensor,
+    weight: Tensor,
+    relu_output: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    output_mask: Sequence[bool],
+) -> None:
+    op = "depthwise_conv2d_backward"
+    h_out, w_out = check_depthwise_conv2d_args(input, weight, None, stride, padding, dilation)
+    sizes = (input.shape[0], input.shape[1], h_out, w_out)
+    check_grad_output(grad_output, sizes, input, op)
+    check_relu_output(relu_output, sizes, input, op)
+    check_output_mask(output_mask, op)
 
 
 # ---- fake kernels ------------------------------------------------------------
@@ -177,6 +252,7 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("shufflenet::concat_shuffle_backward")
     def _concat_shuffle_backward_fake(grad_output: Tensor, groups: int, channels_a: int) -> tuple[Tensor, Tensor]:
+        check_concat_shuffle_backward_args(grad_output, groups, channels_a)
         sizes_a = list(grad_output.shape)
         sizes_b = list(grad_output.shape)
         sizes_a[1] = channels_a
@@ -201,6 +277,7 @@ def _register_fakes() -> None:
         shuffle_groups: int,
         output_mask: Sequence[bool],
     ) -> tuple[Tensor, Tensor, Tensor]:
+        check_pointwise_conv_backward_args(grad_output, input, weight, relu_output, groups, shuffle_groups, output_mask)
         gi = _empty(input.shape, input) if output_mask[0] else _not_requested(input)
         gw = weight.new_empty(weight.shape) if output_mask[1] else _not_requested(weight)
         gb = weight.new_empty((weight.shape[0],)) if output_mask[2] else _not_requested(weight)
@@ -230,6 +307,9 @@ def _register_fakes() -> None:
         dilation: Sequence[int],
         output_mask: Sequence[bool],
     ) -> tuple[Tensor, Tensor, Tensor]:
+        check_depthwise_conv2d_backward_args(
+            grad_output, input, weight, relu_output, stride, padding, dilation, output_mask
+        )
         gi = _empty(input.shape, input) if output_mask[0] else _not_requested(input)
         gw = weight.new_empty(weight.shape) if output_mask[1] else _not_requested(weight)
         gb = weight.new_empty((weight.shape[0],)) if output_mask[2] else _not_requested(weight)

@@ -121,6 +121,14 @@ void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, con
   check_same_dtype_device(like, grad_output, op, "grad_output");
 }
 
+void check_relu_output(const c10::optional<at::Tensor>& relu_output, at::IntArrayRef sizes, const at::Tensor& like,
+                       const char* op) {
+  if (!relu_output.has_value() || !relu_output->defined()) return;
+  TORCH_CHECK(relu_output->sizes() == sizes, op, ": relu_output must have shape ", sizes, ", got ",
+              relu_output->sizes());
+  check_same_dtype_device(like, *relu_output, op, "relu_output");
+}
+
 at::MemoryFormat output_memory_format(const at::Tensor& input) {
   // Rank 3 has no channels_last; suggest_memory_format answers Contiguous there.
   return input.suggest_memory_format();

@@ -33,6 +33,9 @@ std::array<int64_t, 2> check_depthwise_conv2d_args(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation);
 // grad_output has the given sizes and the dtype/device of `like`.
 void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op);
+// relu_output, when given, has the given sizes and the dtype/device of `like`.
+void check_relu_output(const c10::optional<at::Tensor>& relu_output, at::IntArrayRef sizes, const at::Tensor& like,
+                       const char* op);
 
 // Largest supported depthwise kernel extent (per dimension).
 constexpr int64_t kMaxDepthwiseKernel = 7;

@@ -605,12 +605,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(
   const Geometry g = make_geometry(input, weight, out_hw, stride, padding, dilation);
   const std::vector<int64_t> out_sizes = {g.n, g.c, g.ho, g.wo};
   check_grad_output(grad_output, out_sizes, input, op);
+  check_relu_output(relu_output, out_sizes, input, op);
   const at::MemoryFormat fmt = output_memory_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
 
   at::Tensor go = grad_output;
   if (relu_output.has_value() && relu_output->defined()) {
-    check_grad_output(*relu_output, out_sizes, input, op);
     go = at::threshold_backward(go, *relu_output, 0);
   }
   go = go.contiguous(fmt);

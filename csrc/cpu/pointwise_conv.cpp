@@ -191,12 +191,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
   const PointwiseShape p = make_shape(input, weight, groups, shuffle_groups);
   const std::vector<int64_t> out_sizes = {p.n, p.c_out, input.size(2), input.size(3)};
   check_grad_output(grad_output, out_sizes, input, op);
+  check_relu_output(relu_output, out_sizes, input, op);
   const at::MemoryFormat fmt = output_memory_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
 
   at::Tensor go = grad_output;
   if (relu_output.has_value() && relu_output->defined()) {
-    check_grad_output(*relu_output, out_sizes, input, op);
     go = at::threshold_backward(go, *relu_output, 0);
   }
   go = go.contiguous(fmt);

@@ -608,12 +608,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
   check_int_range(dilation, "dilation");
   const std::vector<int64_t> out_sizes = {input.size(0), input.size(1), out_hw[0], out_hw[1]};
   check_grad_output(grad_output, out_sizes, input, op);
+  check_relu_output(relu_output, out_sizes, input, op);
   const bool has_relu = relu_output.has_value() && relu_output->defined();
-  if (has_relu) {
-    TORCH_CHECK(relu_output->sizes() == grad_output.sizes(), op, ": relu_output must have shape ",
-                grad_output.sizes(), ", got ", relu_output->sizes());
-    check_same_dtype_device(input, *relu_output, op, "relu_output");
-  }
   const c10::cuda::CUDAGuard guard(input.device());
   const at::MemoryFormat fmt = output_memory_format(input);
   // grad_output (and the ReLU mask) in the forward output's layout: a no-op

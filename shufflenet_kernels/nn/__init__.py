@@ -1,5 +1,14 @@
 """Modules over the fused ops."""
 
 from .layers import ChannelShuffle, ConcatShuffle, DepthwiseConv2d, PointwiseConv2d
+from .units import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit
 
-__all__ = ["ChannelShuffle", "ConcatShuffle", "DepthwiseConv2d", "PointwiseConv2d"]
+__all__ = [
+    "ChannelShuffle",
+    "ConcatShuffle",
+    "ConvBNReLU",
+    "DepthwiseConv2d",
+    "PointwiseConv2d",
+    "ShuffleV1Unit",
+    "ShuffleV2Unit",
+]

@@ -1,0 +1,7 @@
+"""Benchmark suite of shufflenet-kernels: ``python -m bench`` (see ``bench.__main__``).
+
+Modules: ``timing`` (CUDA-event / perf_counter timers, pytest-benchmark statistics),
+``core`` (cases, providers, records, environment), ``shapes`` (ShuffleNet V1/V2 layer
+shapes), ``ops_cases`` (per-op cases), ``units`` (units and models), ``guidelines``
+(the ShuffleNet V2 paper's G1-G4 experiments), ``report`` (report.md and plots).
+"""

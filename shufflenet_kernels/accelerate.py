@@ -1,0 +1,124 @@
+"""``accelerate(model)``: run an existing ShuffleNet on the fused kernels, same weights."""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from .backend import Backend, check_backend
+from .nn.units import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit, _FusedBlock, parse_conv_chain
+
+__all__ = ["accelerate", "is_v1_unit", "is_v2_unit"]
+
+_V1_TYPES = {"conv1": nn.Conv2d, "bn1": nn.BatchNorm2d, "conv2": nn.Conv2d, "bn2": nn.BatchNorm2d,
+             "conv3": nn.Conv2d, "bn3": nn.BatchNorm2d}
+
+
+def is_v2_unit(module: nn.Module) -> bool:
+    """True for a ShuffleNet V2 unit laid out like torchvision's ``InvertedResidual``.
+
+    Duck-typed: ``branch1`` (empty for the stride-1 split unit) and ``branch2`` are
+    ``nn.Sequential`` chains of ``Conv2d [BatchNorm2d] [ReLU]`` and there are no other
+    children.
+    """
+    names = {name for name, _ in module.named_children()}
+    if names != {"branch1", "branch2"}:
+        return False
+    chain1 = parse_conv_chain(module.branch1)
+    chain2 = parse_conv_chain(module.branch2)
+    return chain1 is not None and bool(chain2)
+
+
+def is_v1_unit(module: nn.Module) -> bool:
+    """True for a module laid out like ``reference.ShuffleV1Unit``.
+
+    Duck-typed: children ``conv1, bn1, conv2, bn2, conv3, bn3`` of the expected
+    types, integer ``stride`` (1 or 2), ``groups`` and ``first_groups`` attributes,
+    1x1 convs 1 and 3 with ``conv1.groups == first_groups`` and ``conv3.groups == groups``.
+    """
+    children = dict(module.named_children())
+    if set(children) != set(_V1_TYPES):
+        return False
+    if any(type(children[k]) is not t for k, t in _V1_TYPES.items()):
+        return False
+    stride, groups, first = (getattr(module, a, None) for a in ("stride", "groups", "first_groups"))
+    if not all(isinstance(v, int) for v in (stride, groups, first)) or stride not in (1, 2):
+        return False
+    c1, c3 = children["conv1"], children["conv3"]
+    return (
+        tuple(c1.kernel_size) == (1, 1) and tuple(c3.kernel_size) == (1, 1)
+        and c1.groups == first and c3.groups == groups
+    )
+
+
+def _is_conv_bn_relu(module: nn.Module) -> bool:
+    # Only a plain Sequential (not a subclass with its own forward) of one conv group.
+    if type(module) is not nn.Sequential:
+        return False
+    stages = parse_conv_chain(module)
+    return stages is not None and len(stages) == 1 and stages[0].bn is not None
+
+
+def _convert(module: nn.Module, backend: Backend) -> nn.Module | None:
+    """The fused replacement of ``module``, or None when it is not one we convert."""
+    if isinstance(module, _FusedBlock):
+        module.backend = backend
+        return module
+    if is_v2_unit(module):
+        return ShuffleV2Unit.from_module(module, backend)
+    if is_v1_unit(module):
+        return ShuffleV1Unit.from_module(module, backend)
+    if _is_conv_bn_relu(module):
+        return ConvBNReLU.from_sequential(module, backend)
+    return None
+
+
+def _convert_children(module: nn.Module, backend: Backend) -> None:
+    for name, child in list(module.named_children()):
+        new = _convert(child, backend)
+        if new is None:
+            _convert_children(child, backend)
+        elif new is not child:
+            setattr(module, name, new)
+
+
+def accelerate(model: nn.Module, backend: Backend = "auto", inplace: bool = False) -> nn.Module:
+    """Returns ``model`` with its ShuffleNet blocks running on the fused kernels.
+
+    Computes the same function with the same parameters, buffers and state_dict keys
+    (the converted blocks hold the original ``Conv2d``/``BatchNorm2d`` modules), in
+    training mode (BN separate, running statistics updated as before) and eval mode
+    (BN folded into the convs, ReLU into their epilogues; see ``nn.units``).
+
+    Converted, wherever they appear in the module tree (found by structure, not by
+    class, so torchvision need not be installed):
+
+    * ShuffleNet V2 units: any module whose only children are ``branch1``/``branch2``
+      Sequentials of ``Conv2d [BatchNorm2d] [ReLU]`` groups (torchvision's
+      ``InvertedResidual``, ``reference.ShuffleV2Unit``) -> ``nn.ShuffleV2Unit``;
+    * ShuffleNet V1 units laid out like ``reference.ShuffleV1Unit`` -> ``nn.ShuffleV1Unit``;
+    * plain ``nn.Sequential(Conv2d, BatchNorm2d[, ReLU])`` (torchvision's ``conv1`` and
+      ``conv5``) -> ``nn.ConvBNReLU`` (1x1 convs on ``pointwise_conv``, depthwise on
+      ``depthwise_conv2d``, others on ATen with BN folded in eval mode).
+
+    Not converted (left as they are): the model's own ``forward`` (torchvision's
+    ``ShuffleNetV2.forward`` keeps running; only its submodules change), max pooling,
+    the classifier, lone convs or BNs outside those patterns, and subclasses of
+    ``nn.Sequential`` with their own forward. Forward hooks registered on converted
+    blocks are not carried over. Each converted unit is assumed to compute its
+    pattern's forward (torchvision's / the reference's); a module that merely has the
+    same children but a different forward would be changed.
+
+    model: any ``nn.Module``; backend: ``"auto"``, ``"cuda"`` or ``"triton"`` (see
+    ``shufflenet_kernels.backend``); inplace: convert ``model`` itself instead of a
+    deep copy. Returns the converted model (``model`` itself when inplace).
+    """
+    check_backend(backend)
+    if not inplace:
+        model = copy.deepcopy(model)
+    root = _convert(model, backend)
+    if root is not None:
+        return root
+    _convert_children(model, backend)
+    return model

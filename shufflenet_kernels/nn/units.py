@@ -1,0 +1,350 @@
+"""ShuffleNet V1/V2 units on the fused ops, with the reference units' parameter names.
+
+The units keep their parameters in plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` modules
+laid out exactly like ``shufflenet_kernels.reference`` (V2: torchvision's
+``InvertedResidual``), so state_dicts are interchangeable, and run them through
+``torch.ops.shufflenet``:
+
+* training mode: every conv is a fused op (1x1 -> ``pointwise_conv``, depthwise ->
+  ``depthwise_conv2d``, V1's shuffle fused into its first 1x1 conv), each BN runs as a
+  separate batch norm (in shuffled channel order after a fused shuffle, see
+  ``fusion.shuffled_batch_norm``), so batch statistics, running statistics and
+  gradients are those of the reference;
+* eval mode: each BN is folded into its conv's weight and bias and each ReLU into
+  the conv's epilogue, so a conv -> BN -> ReLU chain is one op. The folded weights
+  are cached (``fusion.FoldCache``) and recomputed whenever a parameter or running
+  statistic changes (in-place update, ``load_state_dict``, ``.to()``); while
+  ``torch.compile`` traces, or when autograd must reach the parameters, they are
+  folded on every call instead.
+
+Which modules form each conv stage is fixed when a unit is built (replace a whole
+unit, not a conv inside it); their parameters and buffers are read on every call.
+
+V2's channel split is ``x.chunk(2, 1)`` (views, no copy) and its concat + shuffle is
+one ``concat_shuffle``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as TF
+from torch import Tensor, nn
+
+from .. import functional as F
+from .. import reference
+from ..backend import Backend, check_backend
+from ..fusion import FoldCache, bn_can_fold, fold_conv_bn, shuffled_batch_norm
+from ..ops import MAX_DEPTHWISE_KERNEL
+
+__all__ = ["ConvBNReLU", "ShuffleV1Unit", "ShuffleV2Unit", "parse_conv_chain"]
+
+
+class ConvStage(NamedTuple):
+    """One ``conv -> [BN] -> [ReLU]`` step; ``shuffle`` > 1 fuses a channel shuffle after it."""
+
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d | None
+    relu: bool
+    shuffle: int = 1
+
+
+# Folded (weight, bias) of one stage, or None where its BN is not folded.
+Folded = tuple[Tensor, Tensor] | None
+
+
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return (
+        tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1)
+        and tuple(conv.padding) == (0, 0) and conv.padding_mode == "zeros"
+    )
+
+
+def _is_depthwise(conv: nn.Conv2d) -> bool:
+    return (
+        conv.groups == conv.in_channels == conv.out_channels
+        and max(conv.kernel_size) <= MAX_DEPTHWISE_KERNEL
+        and not isinstance(conv.padding, str) and conv.padding_mode == "zeros"
+    )
+
+
+def parse_conv_chain(seq: nn.Module) -> list[ConvStage] | None:
+    """Splits an ``nn.Sequential`` of ``Conv2d [BatchNorm2d] [ReLU]`` groups into stages.
+
+    Returns None when ``seq`` holds anything else (another module type, a BN or ReLU
+    without a conv before it, a conv with string padding or a non-zero padding mode),
+    i.e. when it is not a chain the fused units can run.
+    """
+    if not isinstance(seq, nn.Sequential):
+        return None
+    stages: list[ConvStage] = []
+    for m in seq:
+        if type(m) is nn.Conv2d:
+            if isinstance(m.padding, str) or m.padding_mode != "zeros":
+                return None
+            stages.append(ConvStage(m, None, False))
+        elif type(m) is nn.BatchNorm2d and stages and stages[-1].bn is None and not stages[-1].relu:
+            stages[-1] = ConvStage(stages[-1].conv, m, False)
+        elif type(m) is nn.ReLU and stages and not stages[-1].relu:
+            stages[-1] = ConvStage(stages[-1].conv, stages[-1].bn, True)
+        else:
+            return None
+    return stages
+
+
+def _tensor_attr(module: nn.Module, name: str) -> Tensor | None:
+    """``getattr(module, name)`` for a parameter or buffer, by direct dict lookup when possible."""
+    params = module._parameters
+    if name in params:
+        return params[name]
+    buffers = module._buffers
+    if name in buffers:
+        return buffers[name]
+    return getattr(module, name)  # e.g. a parametrized weight (a property)
+
+
+def _run_conv(
+    x: Tensor, conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, relu: bool, shuffle: int,
+    backend: Backend,
+) -> Tensor:
+    """``channel_shuffle(act(conv(x)), shuffle)`` with ``conv``'s geometry and the given weights."""
+    if _is_pointwise(conv):
+        return F.pointwise_conv(x, weight, bias, conv.groups, shuffle, relu, backend=backend)
+    if _is_depthwise(conv):
+        y = F.depthwise_conv2d(
+            x, weight, bias, conv.stride, conv.padding, conv.dilation, relu, backend=backend
+        )
+    else:
+        # Dense or large-kernel convs (e.g. the stem) have no fused op: ATen's conv.
+        y = TF.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        if relu:
+            # In place, as nn.ReLU(inplace=True) does: y is this call's own buffer and the
+            # conv's backward does not read its output. Saves a pass over the largest map.
+            y = y.relu_()
+    return F.channel_shuffle(y, shuffle, backend=backend) if shuffle > 1 else y
+
+
+class _FusedBlock(nn.Module):
+    """Runs conv stages with BN folded (eval) or separate (training), caching folded weights.
+
+    Which modules form each stage is fixed when the block is built (``_stages``); their
+    parameters and buffers are read on every call, so they may change freely.
+    """
+
+    backend: Backend
+    _stages: list[ConvStage]
+
+    def _init_fused(self, stages: list[ConvStage], backend: Backend) -> None:
+        check_backend(backend)
+        self.backend = backend
+        self._stages = stages
+        self._fold_cache: FoldCache[list[Folded]] = FoldCache()
+
+    def train(self, mode: bool = True) -> _FusedBlock:
+        # Training does not fold: free the cached folded weights (eval() keeps them).
+        if mode:
+            self._fold_cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> _FusedBlock:
+        # .to() / .half() / .cuda() may swap parameter storage: refold on the next call.
+        self._fold_cache.clear()
+        return super()._apply(fn, recurse)
+
+    def _folded(self) -> list[Folded]:
+        """Per stage: (weight, bias) with its BN folded in, or None where the BN cannot fold."""
+        stages = self._stages
+        if torch.compiler.is_compiling():
+            # Traced into the graph: no cache, plain attribute reads.
+            return [
+                fold_conv_bn(s.conv.weight, s.conv.bias, s.bn)
+                if s.bn is not None and bn_can_fold(s.bn) else None
+                for s in stages
+            ]
+        # This runs on every eager call: read parameters and buffers with dict lookups,
+        # since nn.Module.__getattr__ would cost more than the small ops of a unit at batch 1.
+        foldable: list[bool] = []
+        sources: list[Tensor | None] = []
+        eps: list[float] = []
+        for s in stages:
+            bn = s.bn
+            if bn is None or bn.training:
+                foldable.append(False)
+                continue
+            mean, var = _tensor_attr(bn, "running_mean"), _tensor_attr(bn, "running_var")
+            if mean is None or var is None:  # no running statistics: batch statistics, no fold
+                foldable.append(False)
+                continue
+            foldable.append(True)
+            sources += [_tensor_attr(s.conv, "weight"), _tensor_attr(s.conv, "bias"),
+                        _tensor_attr(bn, "weight"), _tensor_attr(bn, "bias"), mean, var]
+            eps.append(bn.eps)
+        if not sources:
+            return [None] * len(stages)
+
+        def compute() -> list[Folded]:
+            return [
+                fold_conv_bn(s.conv.weight, s.conv.bias, s.bn) if f and s.bn is not None else None
+                for s, f in zip(stages, foldable, strict=True)
+            ]
+
+        return self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps)))
+
+    def _run_stage(self, x: Tensor, s: ConvStage, folded: Folded) -> Tensor:
+        if folded is not None:
+            return _run_conv(x, s.conv, folded[0], folded[1], s.relu, s.shuffle, self.backend)
+        if s.bn is None:
+            return _run_conv(x, s.conv, s.conv.weight, s.conv.bias, s.relu, s.shuffle, self.backend)
+        y = _run_conv(x, s.conv, s.conv.weight, s.conv.bias, False, s.shuffle, self.backend)
+        y = shuffled_batch_norm(y, s.bn, s.shuffle)
+        return torch.relu(y) if s.relu else y
+
+    def _run_chain(self, x: Tensor, stages: list[ConvStage], folded: list[Folded]) -> Tensor:
+        for s, f in zip(stages, folded, strict=True):
+            x = self._run_stage(x, s, f)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}"
+
+
+def _chain(seq: nn.Module, what: str) -> list[ConvStage]:
+    stages = parse_conv_chain(seq)
+    if stages is None:
+        got = [type(m).__name__ for m in seq.children()]
+        raise ValueError(f"{what} must be an nn.Sequential of Conv2d [BatchNorm2d] [ReLU] groups, got {got}")
+    return stages
+
+
+class ConvBNReLU(nn.Sequential, _FusedBlock):
+    """``nn.Sequential(Conv2d, BatchNorm2d, ReLU)`` (BN and ReLU optional) run as one fused op.
+
+    Same children and state_dict keys as the plain Sequential (``0.weight``,
+    ``1.running_mean``, ...). A 1x1 conv runs as ``pointwise_conv`` and a depthwise conv
+    as ``depthwise_conv2d``; other convs use ATen. In eval mode BN is folded into the conv
+    and ReLU into its epilogue. Input ``[N, C_in, H, W]``, output ``[N, C_out, H', W']``.
+    """
+
+    def __init__(self, *modules: nn.Module, backend: Backend = "auto") -> None:
+        nn.Sequential.__init__(self, *modules)
+        self._init_fused(_chain(self, "ConvBNReLU"), backend)
+
+    @classmethod
+    def from_sequential(cls, seq: nn.Sequential, backend: Backend = "auto") -> ConvBNReLU:
+        """Wraps the children of ``seq`` (shared, not copied) in a ConvBNReLU."""
+        return cls(*seq, backend=backend)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._run_chain(x, self._stages, self._folded())
+
+
+class ShuffleV2Unit(_FusedBlock):
+    """ShuffleNet V2 unit (torchvision ``InvertedResidual``) on the fused ops.
+
+    inp -> oup channels, ``stride`` 1 to 3; input ``[N, inp, H, W]``, output
+    ``[N, oup, ceil(H/stride), ceil(W/stride)]`` in the input's memory format.
+    stride 1: ``x1, x2 = x.chunk(2, 1)`` (views), ``concat_shuffle(x1, branch2(x2), 2)``;
+    stride > 1: ``concat_shuffle(branch1(x), branch2(x), 2)``. Module names and
+    state_dict keys are torchvision's (``branch1.0..4``, ``branch2.0..7``).
+    """
+
+    def __init__(self, inp: int, oup: int, stride: int, *, backend: Backend = "auto") -> None:
+        super().__init__()
+        ref = reference.ShuffleV2Unit(inp, oup, stride)
+        self._adopt(ref.branch1, ref.branch2, backend)
+
+    def _adopt(self, branch1: nn.Sequential, branch2: nn.Sequential, backend: Backend) -> None:
+        stages1 = _chain(branch1, "branch1")
+        stages2 = _chain(branch2, "branch2")
+        if not stages2:
+            raise ValueError("branch2 must hold at least one conv")
+        self.branch1 = branch1
+        self.branch2 = branch2
+        # torchvision's InvertedResidual: an empty branch1 means the stride-1 (split) unit.
+        self.stride = max(max(s.conv.stride) for s in stages1) if stages1 else 1
+        self._split = len(stages1)
+        self._init_fused(stages1 + stages2, backend)
+
+    @classmethod
+    def from_module(cls, module: nn.Module, backend: Backend = "auto") -> ShuffleV2Unit:
+        """A unit running ``module``'s ``branch1``/``branch2`` (shared, not copied).
+
+        ``module`` must compute torchvision's ``InvertedResidual`` forward from those two
+        Sequentials (duck-typed: any class with that structure is accepted).
+        """
+        unit = cls.__new__(cls)
+        nn.Module.__init__(unit)
+        unit._adopt(module.branch1, module.branch2, backend)
+        return unit
+
+    def forward(self, x: Tensor) -> Tensor:
+        folded = self._folded()
+        k = self._split
+        stages1, stages2 = self._stages[:k], self._stages[k:]
+        if k == 0:
+            x1, x2 = x.chunk(2, dim=1)
+            return F.concat_shuffle(x1, self._run_chain(x2, stages2, folded), 2, backend=self.backend)
+        a = self._run_chain(x, stages1, folded[:k])
+        b = self._run_chain(x, stages2, folded[k:])
+        return F.concat_shuffle(a, b, 2, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, backend={self.backend!r}"
+
+
+_V1_PARTS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
+
+
+class ShuffleV1Unit(_FusedBlock):
+    """ShuffleNet V1 unit on the fused ops; same modules as ``reference.ShuffleV1Unit``.
+
+    ``pointwise_conv(groups or 1, shuffle fused) -> BN -> ReLU -> depthwise 3x3 (stride)
+    -> BN -> pointwise_conv(groups) -> BN``, then ``relu(x + y)`` (stride 1, inp == oup)
+    or ``relu(cat([avg_pool2d(x, 3, 2, 1), y], 1))`` (stride 2, y has oup - inp channels).
+    Input ``[N, inp, H, W]``, output ``[N, oup, H/stride, W/stride]``. The first conv is
+    grouped (and followed by the shuffle) only when ``first_group``.
+    """
+
+    def __init__(
+        self, inp: int, oup: int, groups: int, stride: int, first_group: bool = True,
+        *, backend: Backend = "auto",
+    ) -> None:
+        super().__init__()
+        self._adopt(reference.ShuffleV1Unit(inp, oup, groups, stride, first_group), backend)
+
+    def _adopt(self, module: nn.Module, backend: Backend) -> None:
+        for name in _V1_PARTS:
+            setattr(self, name, getattr(module, name))
+        self.stride = int(module.stride)
+        self.groups = int(module.groups)
+        self.first_groups = int(module.first_groups)
+        # With stride 2 the final ReLU distributes over the concat: it is fused into
+        # conv3's epilogue and applied to the pooled shortcut alone.
+        stages = [
+            ConvStage(self.conv1, self.bn1, True, self.first_groups),
+            ConvStage(self.conv2, self.bn2, False),
+            ConvStage(self.conv3, self.bn3, self.stride != 1),
+        ]
+        self._init_fused(stages, backend)
+
+    @classmethod
+    def from_module(cls, module: nn.Module, backend: Backend = "auto") -> ShuffleV1Unit:
+        """A unit running ``module``'s convs and BNs (shared, not copied); ``module`` must
+        compute ``reference.ShuffleV1Unit``'s forward (duck-typed on its attributes)."""
+        unit = cls.__new__(cls)
+        nn.Module.__init__(unit)
+        unit._adopt(module, backend)
+        return unit
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._run_chain(x, self._stages, self._folded())
+        if self.stride == 1:
+            if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                return y.add_(x).relu_()  # y is this call's own buffer: reuse it
+            return torch.relu(x + y)
+        return torch.cat([torch.relu(TF.avg_pool2d(x, 3, 2, 1)), y], 1)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, stride={self.stride}, backend={self.backend!r}"

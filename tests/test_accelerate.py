@@ -1,0 +1,155 @@
+"""accelerate(model): conversion of reference, duck-typed and torchvision ShuffleNets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import shufflenet_kernels as sk
+from shufflenet_kernels import models, reference
+from shufflenet_kernels.accelerate import is_v1_unit, is_v2_unit
+from shufflenet_kernels.nn import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit
+from tests.test_models import F64_TOL
+from tests.test_units import TOL, check_step, eval_close, randomize
+
+
+def _fused_types(model: nn.Module) -> set[str]:
+    fused = (ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit)
+    return {type(m).__name__ for m in model.modules() if isinstance(m, fused)}
+
+
+def test_accelerate_reference_v2_copies_by_default() -> None:
+    ref = randomize(models.reference_shufflenet_v2(0.5, 10))
+    fast = sk.accelerate(ref)
+    assert fast is not ref
+    assert _fused_types(ref) == set()  # the original is left as it was
+    assert _fused_types(fast) == {"ConvBNReLU", "ShuffleV2Unit"}
+    assert list(fast.state_dict()) == list(ref.state_dict())
+    eval_close(ref, fast, torch.randn(2, 3, 32, 32))
+
+
+def test_accelerate_inplace_and_idempotent() -> None:
+    model = randomize(models.reference_shufflenet_v1(3, 0.5, 10))
+    same = sk.accelerate(model, inplace=True)
+    assert same is model
+    assert _fused_types(model) == {"ConvBNReLU", "ShuffleV1Unit"}
+    again = sk.accelerate(model, backend="cuda", inplace=True)
+    assert again is model and model.stage3[1].backend == "cuda"
+    with pytest.raises(ValueError, match="backend"):
+        sk.accelerate(model, backend="fast")  # type: ignore[arg-type]
+
+
+def test_accelerate_single_units() -> None:
+    v2 = randomize(reference.ShuffleV2Unit(24, 48, 2))
+    v1 = randomize(reference.ShuffleV1Unit(24, 24, 2, 1))
+    fast2, fast1 = sk.accelerate(v2), sk.accelerate(v1)
+    assert isinstance(fast2, ShuffleV2Unit) and isinstance(fast1, ShuffleV1Unit)
+    eval_close(v2, fast2, torch.randn(2, 24, 8, 8))
+    check_step(v1, fast1, torch.randn(2, 24, 8, 8), train=True)
+
+
+class _DuckV2(nn.Module):
+    """Not torchvision's class: a V2 unit recognised by its structure alone."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(),
+            nn.Conv2d(half, half, 5, 1, 2, groups=half, bias=False), nn.BatchNorm2d(half),
+            nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        return reference.channel_shuffle(torch.cat((x1, self.branch2(x2)), 1), 2)
+
+
+def test_accelerate_duck_typed_unit_and_leaves_others() -> None:
+    model = randomize(nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU()),  # converted
+        _DuckV2(16),  # converted
+        nn.Sequential(nn.Conv2d(16, 16, 1), nn.ReLU(), nn.BatchNorm2d(16)),  # ReLU before BN: left alone
+        nn.Conv2d(16, 8, 1),  # lone conv: left alone
+    ))
+    fast = sk.accelerate(model)
+    assert isinstance(fast[0], ConvBNReLU) and isinstance(fast[1], ShuffleV2Unit)
+    assert type(fast[2]) is nn.Sequential and type(fast[3]) is nn.Conv2d
+    x = torch.randn(2, 3, 10, 10)
+    eval_close(model, fast, x)
+    check_step(model, fast, x, train=True)
+
+
+def test_unit_detection() -> None:
+    assert is_v2_unit(reference.ShuffleV2Unit(16, 16, 1)) and is_v2_unit(reference.ShuffleV2Unit(16, 32, 2))
+    assert is_v1_unit(reference.ShuffleV1Unit(16, 16, 2, 1))
+    assert not is_v2_unit(reference.ShuffleV1Unit(16, 16, 2, 1))
+    assert not is_v1_unit(reference.ShuffleV2Unit(16, 16, 1))
+    odd = reference.ShuffleV2Unit(16, 16, 1)
+    odd.extra = nn.ReLU()  # another child: the forward is no longer known
+    assert not is_v2_unit(odd)
+
+
+def _torchvision():
+    """torchvision, or a skip when it is not installed."""
+    return pytest.importorskip("torchvision")
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_accelerate_torchvision_shufflenet_v2(train) -> None:
+    tv = _torchvision()
+    torch.manual_seed(0)
+    model = randomize(tv.models.shufflenet_v2_x0_5(num_classes=10))
+    fast = sk.accelerate(model)
+    assert _fused_types(fast) == {"ConvBNReLU", "ShuffleV2Unit"}
+    assert type(fast) is type(model)  # torchvision's own forward keeps running
+    assert list(fast.state_dict()) == list(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)  # 32x32 reaches stage 4 at 1x1: every unit still runs
+    if train:  # float64: see test_models.F64_TOL
+        check_step(model.double(), fast.double(), x.double(), train=True, tol=F64_TOL)
+    else:
+        eval_close(model, fast, x.to(memory_format=torch.channels_last))
+
+
+def test_torchvision_state_dict_loads_into_ours() -> None:
+    tv = _torchvision()
+    for width, ctor in [(0.5, tv.models.shufflenet_v2_x0_5), (1.0, tv.models.shufflenet_v2_x1_0)]:
+        theirs = randomize(ctor())
+        ours = models.shufflenet_v2(width)
+        ours.load_state_dict(theirs.state_dict())  # strict: every key and shape matches
+        eval_close(theirs, ours, torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.gpu
+def test_accelerated_model_cuda_graph_replay() -> None:
+    ref = randomize(models.reference_shufflenet_v2(0.5, 10)).cuda().eval()
+    fast = sk.accelerate(ref).eval()
+    x = torch.randn(8, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm up (builds the folded weights) off the capture
+            for _ in range(2):
+                fast(x)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fast(x)
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(out, ref(x), **TOL)
+
+
+@pytest.mark.gpu
+def test_accelerated_model_compile_reduce_overhead_cuda() -> None:
+    torch._dynamo.reset()
+    ref = randomize(models.reference_shufflenet_v2(0.5, 10)).cuda().eval()
+    fast = torch.compile(sk.accelerate(ref).eval(), mode="reduce-overhead", fullgraph=True)
+    x = torch.randn(4, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        for _ in range(3):
+            out = fast(x)
+        torch.testing.assert_close(out, ref(x), **TOL)
