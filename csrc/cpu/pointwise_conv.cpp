@@ -7,9 +7,12 @@
 //   a run of a group's rows that stays in one block is a GEMM whose output has
 //   leading dimension shuffle_groups*H*W. Bias and ReLU are applied to the run
 //   right after its GEMM, while it is in cache.
-// * channels_last: output columns of one group are interleaved with the other
-//   groups', which BLAS cannot store; each tile of pixels is computed per group
-//   into a small buffer and scattered to its shuffled columns with bias and ReLU.
+// * channels_last, groups == 1: the shuffle permutes output channels only, so it
+//   is moved into the weight rows and the whole batch is one GEMM.
+// * channels_last, groups > 1: output columns of one group are interleaved with
+//   the other groups', which BLAS cannot store; each tile of pixels is computed
+//   per group into a small buffer and scattered to its shuffled columns with bias
+//   and ReLU.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -91,10 +94,71 @@ void forward_nchw(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& b
   });
 }
 
-void forward_nhwc(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu, at::Tensor& out,
-                  const PointwiseShape& p) {
+// bias + ReLU over `rows` dense rows of `cols` channels (channels_last output).
+template <typename scalar_t, typename acc_t>
+SHUFFLENET_CPU_MULTIVERSION void bias_relu_pixels(scalar_t* out, int64_t rows, int64_t cols, const acc_t* bias,
+                                                  bool relu) {
+  for (int64_t r = 0; r < rows; ++r) {
+    scalar_t* row = out + r * cols;
+    if (bias) {
+      for (int64_t c = 0; c < cols; ++c) row[c] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(row[c]) + bias[c], relu));
+    } else {
+      for (int64_t c = 0; c < cols; ++c) row[c] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(row[c]), relu));
+    }
+  }
+}
+
+// [N*H*W, C] view of a channels_last-like tensor whose pixels are evenly spaced
+// across the whole batch (dense, or a channel slice of a dense tensor); undefined
+// when they are not.
+at::Tensor all_pixels_by_channels(const at::Tensor& t) {
+  const int64_t h = t.size(2), w = t.size(3), pixel = t.stride(3);
+  const bool even = t.stride(1) == 1 && (h == 1 || t.stride(2) == w * pixel) && (t.size(0) == 1 || t.stride(0) == h * w * pixel);
+  if (!even) return at::Tensor();
+  return t.as_strided({t.size(0) * h * w, t.size(1)}, {pixel, 1});
+}
+
+// channels_last, groups == 1: the shuffle is a permutation of the output
+// channels, so it is moved into the weight rows (and bias), and the whole batch
+// is one GEMM writing the output in place; bias and ReLU follow in one pass.
+void forward_nhwc_ungrouped(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu,
+                            at::Tensor& out, const PointwiseShape& p) {
+  at::Tensor w = w2, b = bias_acc;
+  if (p.shuffle_groups > 1) {
+    std::vector<int64_t> source(p.c_out);
+    for (int64_t oc = 0; oc < p.c_out; ++oc) source[oc] = shuffle_source_channel(oc, p.c_out, p.shuffle_groups);
+    const at::Tensor index = at::tensor(source, w2.options().dtype(at::kLong));
+    w = w2.index_select(0, index);
+    if (b.defined()) b = b.index_select(0, index.to(b.device()));
+  }
+  const at::Tensor wt = w.t();  // [C_in, C_out]
+  const at::Tensor x2 = all_pixels_by_channels(x);
+  if (x2.defined()) {
+    at::Tensor o2 = out.as_strided({p.n * p.s, p.c_out}, {p.c_out, 1});
+    at::mm_out(o2, x2, wt);
+  } else {
+    for (int64_t n = 0; n < p.n; ++n) {
+      at::Tensor o = pixels_by_channels(out, n);
+      at::mm_out(o, pixels_by_channels(x, n), wt);
+    }
+  }
+  if (!b.defined() && !relu) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pointwise_conv_epilogue", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, p.n * p.s, std::max<int64_t>(1, (1 << 15) / p.c_out), [&](int64_t begin, int64_t end) {
+      bias_relu_pixels<scalar_t, acc_t>(o + begin * p.c_out, end - begin, p.c_out, bp, relu);
+    });
+  });
+}
+
+// channels_last, groups > 1: each group's columns interleave with the other
+// groups' in the output, which BLAS cannot store; tiles of pixels are computed per
+// group into a buffer and scattered to their shuffled columns with bias and ReLU.
+void forward_nhwc_tiled(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu,
+                        at::Tensor& out, const PointwiseShape& p) {
   const int64_t tiles = (p.s + kTilePixels - 1) / kTilePixels;
-  const bool direct = p.groups == 1 && p.shuffle_groups == 1;  // no interleaving: GEMM straight into out
   std::vector<int64_t> dest(p.c_out);
   for (int64_t oc = 0; oc < p.c_out; ++oc) dest[oc] = shuffle_dest_channel(oc, p.c_out, p.shuffle_groups);
   const at::Tensor w2t = w2.t();  // [C_in/groups, C_out]
@@ -106,24 +170,10 @@ void forward_nhwc(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& b
       const int64_t rows = std::min(kTilePixels, p.s - s0);
       const at::Tensor x_tile = pixels_by_channels(x, n).narrow(0, s0, rows);
       at::Tensor out_tile = pixels_by_channels(out, n).narrow(0, s0, rows);
-      if (direct) {
-        at::mm_out(out_tile, x_tile, w2t);
-      }
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pointwise_conv_nhwc", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const acc_t* bias = bias_acc.defined() ? bias_acc.const_data_ptr<acc_t>() : nullptr;
         scalar_t* o = out_tile.mutable_data_ptr<scalar_t>();
-        if (direct) {
-          if (bias || relu) {
-            for (int64_t r = 0; r < rows; ++r) {
-              scalar_t* row = o + r * p.c_out;
-              for (int64_t c = 0; c < p.c_out; ++c) {
-                row[c] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(row[c]) + (bias ? bias[c] : acc_t(0)), relu));
-              }
-            }
-          }
-          return;
-        }
         if (!buffer.defined()) buffer = at::empty({kTilePixels, p.c_out_g()}, out.options());
         for (int64_t g = 0; g < p.groups; ++g) {
           at::Tensor tmp = buffer.narrow(0, 0, rows);
@@ -162,8 +212,10 @@ at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()}).contiguous();
   at::Tensor bias_acc;
   if (bias.has_value() && bias->defined()) bias_acc = bias->to(at::toOpMathType(input.scalar_type())).contiguous();
-  if (cl) {
-    forward_nhwc(x, w2, bias_acc, relu, out, p);
+  if (cl && groups == 1) {
+    forward_nhwc_ungrouped(x, w2, bias_acc, relu, out, p);
+  } else if (cl) {
+    forward_nhwc_tiled(x, w2, bias_acc, relu, out, p);
   } else {
     forward_nchw(x, w2, bias_acc, relu, out, p);
   }
