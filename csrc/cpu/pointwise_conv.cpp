@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <tuple>
 #include <vector>
 
 #include "common/checks.h"
@@ -63,13 +64,45 @@ at::Tensor pixels_by_channels(const at::Tensor& t, int64_t n) { return t.select(
 // [C, S] view of sample n of an NCHW-like tensor.
 at::Tensor channels_by_pixels(const at::Tensor& t, int64_t n) { return t.select(0, n).flatten(1); }
 
+// groups == 1: weight rows and bias in output-channel order, the shuffle applied.
+std::pair<at::Tensor, at::Tensor> shuffled_weights(const at::Tensor& w2, const at::Tensor& bias_acc,
+                                                   const PointwiseShape& p) {
+  if (p.shuffle_groups == 1) return {w2, bias_acc};
+  std::vector<int64_t> source(p.c_out);
+  for (int64_t oc = 0; oc < p.c_out; ++oc) source[oc] = shuffle_source_channel(oc, p.c_out, p.shuffle_groups);
+  const at::Tensor index = at::tensor(source, w2.options().dtype(at::kLong));
+  return {w2.index_select(0, index), bias_acc.defined() ? bias_acc.index_select(0, index) : bias_acc};
+}
+
 template <typename scalar_t, typename acc_t>
-void bias_relu_rows(scalar_t* first_row, int64_t rows, int64_t row_stride, int64_t len, const acc_t* bias, bool relu) {
+SHUFFLENET_CPU_MULTIVERSION void bias_relu_rows(scalar_t* first_row, int64_t rows, int64_t row_stride, int64_t len,
+                                                const acc_t* bias, bool relu) {
   for (int64_t r = 0; r < rows; ++r) {
     scalar_t* p = first_row + r * row_stride;
     const acc_t b = bias ? bias[r] : acc_t(0);
     for (int64_t i = 0; i < len; ++i) p[i] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(p[i]) + b, relu));
   }
+}
+
+// NCHW, groups == 1: with the shuffle moved into the weight rows, the whole batch
+// is one batched GEMM, out[n] = W @ x[n], bias and ReLU applied per plane after.
+void forward_nchw_ungrouped(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu,
+                            at::Tensor& out, const PointwiseShape& p) {
+  at::Tensor w, b;
+  std::tie(w, b) = shuffled_weights(w2, bias_acc, p);
+  at::Tensor o3 = out.view({p.n, p.c_out, p.s});
+  at::bmm_out(o3, w.unsqueeze(0).expand({p.n, p.c_out, p.c_in}), x.flatten(2));
+  if (!b.defined() && !relu) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pointwise_conv_epilogue", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, p.n * p.c_out, std::max<int64_t>(1, (1 << 15) / p.s), [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        bias_relu_rows<scalar_t, acc_t>(o + plane * p.s, 1, p.s, p.s, bp ? bp + plane % p.c_out : nullptr, relu);
+      }
+    });
+  });
 }
 
 void forward_nchw(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu, at::Tensor& out,
@@ -123,14 +156,8 @@ at::Tensor all_pixels_by_channels(const at::Tensor& t) {
 // is one GEMM writing the output in place; bias and ReLU follow in one pass.
 void forward_nhwc_ungrouped(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu,
                             at::Tensor& out, const PointwiseShape& p) {
-  at::Tensor w = w2, b = bias_acc;
-  if (p.shuffle_groups > 1) {
-    std::vector<int64_t> source(p.c_out);
-    for (int64_t oc = 0; oc < p.c_out; ++oc) source[oc] = shuffle_source_channel(oc, p.c_out, p.shuffle_groups);
-    const at::Tensor index = at::tensor(source, w2.options().dtype(at::kLong));
-    w = w2.index_select(0, index);
-    if (b.defined()) b = b.index_select(0, index.to(b.device()));
-  }
+  at::Tensor w, b;
+  std::tie(w, b) = shuffled_weights(w2, bias_acc, p);
   const at::Tensor wt = w.t();  // [C_in, C_out]
   const at::Tensor x2 = all_pixels_by_channels(x);
   if (x2.defined()) {
@@ -216,6 +243,8 @@ at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
     forward_nhwc_ungrouped(x, w2, bias_acc, relu, out, p);
   } else if (cl) {
     forward_nhwc_tiled(x, w2, bias_acc, relu, out, p);
+  } else if (groups == 1) {
+    forward_nchw_ungrouped(x, w2, bias_acc, relu, out, p);
   } else {
     forward_nchw(x, w2, bias_acc, relu, out, p);
   }
