@@ -483,13 +483,70 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels(const scalar_t* go /*
   }
 }
 
+// Float accumulation on vectors: per image, the plane is copied into a zero-padded
+// buffer (as in the forward pass) and each tap keeps a vector of partial sums of
+// grad_output * input across a row block; the lanes are summed into double
+// totals once per image, in a fixed order.
+template <typename scalar_t, typename Shape>
+SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* go /*dense NCHW*/, const scalar_t* in,
+                                                               Strides4 is, float* gw /*[C, taps]*/,
+                                                               float* gb /*[C] or null*/, const Geometry& g,
+                                                               int64_t begin, int64_t end, Shape) {
+  const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
+  const int64_t pitch = g.w + 2 * g.pw + 2 * kFloatLanes * sw;
+  const int64_t wo_pad = (g.wo + kFloatLanes - 1) / kFloatLanes * kFloatLanes;
+  std::vector<float> padded((g.h + 2 * g.ph) * pitch, 0.f);
+  std::vector<float> grow(wo_pad, 0.f);  // one grad_output row; the tail stays zero
+  std::vector<double> total(g.taps() + 1);
+  for (int64_t c = begin; c < end; ++c) {
+    std::fill(total.begin(), total.end(), 0.0);
+    for (int64_t n = 0; n < g.n; ++n) {
+      const scalar_t* ip = in + n * is.n + c * is.c;
+      for (int64_t ih = 0; ih < g.h; ++ih) {
+        float* dst = padded.data() + (ih + g.ph) * pitch + g.pw;
+        const scalar_t* src = ip + ih * is.h;
+        for (int64_t iw = 0; iw < g.w; ++iw) dst[iw] = static_cast<float>(src[iw]);
+      }
+      FloatVec acc[Shape::kTapBound];
+      for (int64_t t = 0; t < kh_n * kw_n; ++t) acc[t] = FloatVec{};
+      FloatVec acc_bias{};
+      const scalar_t* gp = go + (n * g.c + c) * g.ho * g.wo;
+      for (int64_t oh = 0; oh < g.ho; ++oh) {
+        for (int64_t ow = 0; ow < g.wo; ++ow) grow[ow] = static_cast<float>(gp[oh * g.wo + ow]);
+        for (int64_t ow0 = 0; ow0 < wo_pad; ow0 += kFloatLanes) {
+          const FloatVec gv = load_floats(grow.data() + ow0);
+          const int64_t lanes = g.wo - ow0;  // < kFloatLanes in the last block only
+          acc_bias += gv;
+          for (int64_t kh = 0; kh < kh_n; ++kh) {
+            const float* prow = padded.data() + (oh * g.sh + kh * g.dh) * pitch + ow0 * sw;
+            for (int64_t kw = 0; kw < kw_n; ++kw) {
+              // Lanes past the row end read real input columns: masked out, so an
+              // inf there cannot turn 0 * inf into NaN.
+              const FloatVec prod = gv * load_floats_strided(prow + kw * g.dw, sw);
+              acc[kh * kw_n + kw] += lanes >= kFloatLanes ? prod : first_lanes(prod, lanes);
+            }
+          }
+        }
+      }
+      for (int64_t t = 0; t < kh_n * kw_n; ++t) total[t] += sum_lanes(acc[t]);
+      total[g.taps()] += sum_lanes(acc_bias);
+    }
+    for (int64_t t = 0; t < g.taps(); ++t) gw[c * g.taps() + t] = static_cast<float>(total[t]);
+    if (gb) gb[c] = static_cast<float>(total[g.taps()]);
+  }
+}
+
 template <typename scalar_t, typename acc_t>
 void grad_weight_nchw(const scalar_t* go, const scalar_t* in, Strides4 is, acc_t* gw, acc_t* gb, const Geometry& g) {
   with_kernel_shape(g, [&](auto shape) {
     using Shape = decltype(shape);
     const RowTaps cols = row_taps(g.w, Shape::kw(g), Shape::sw(g), g.pw, g.dw, g.wo);
     at::parallel_for(0, g.c, 1, [&](int64_t begin, int64_t end) {
-      grad_weight_nchw_channels(go, in, is, gw, gb, g, cols, begin, end, shape);
+      if constexpr (std::is_same_v<acc_t, float>) {
+        grad_weight_nchw_channels_vec(go, in, is, gw, gb, g, begin, end, shape);
+      } else {
+        grad_weight_nchw_channels(go, in, is, gw, gb, g, cols, begin, end, shape);
+      }
     });
   });
 }

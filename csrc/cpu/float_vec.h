@@ -18,6 +18,7 @@ namespace shufflenet::cpu {
 constexpr int64_t kFloatLanes = 16;
 typedef float FloatVec __attribute__((vector_size(kFloatLanes * sizeof(float))));
 typedef uint32_t U32Vec __attribute__((vector_size(kFloatLanes * sizeof(uint32_t))));
+typedef int32_t I32Vec __attribute__((vector_size(kFloatLanes * sizeof(int32_t))));
 typedef uint16_t U16Vec __attribute__((vector_size(kFloatLanes * sizeof(uint16_t))));
 typedef _Float16 HalfVec __attribute__((vector_size(kFloatLanes * sizeof(_Float16))));
 
@@ -64,6 +65,18 @@ C10_ALWAYS_INLINE FloatVec load_floats_strided(const scalar_t* p, int64_t stride
   float lanes[kFloatLanes];
   for (int64_t j = 0; j < kFloatLanes; ++j) lanes[j] = static_cast<float>(p[j * stride]);
   return load_floats(lanes);
+}
+
+// Lanes [0, count) of v, zero elsewhere.
+C10_ALWAYS_INLINE FloatVec first_lanes(FloatVec v, int64_t count) {
+  const I32Vec lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return lane < static_cast<int32_t>(count) ? v : FloatVec{};
+}
+
+C10_ALWAYS_INLINE double sum_lanes(FloatVec v) {
+  double s = 0.0;
+  for (int64_t j = 0; j < kFloatLanes; ++j) s += v[j];
+  return s;
 }
 
 C10_ALWAYS_INLINE FloatVec relu_vec(FloatVec v, bool relu) { return relu ? (v < 0 ? FloatVec{} : v) : v; }
