@@ -3,10 +3,25 @@
 * ``"cuda"``   - the C++ kernels of ``torch.ops.shufflenet`` (CUDA on GPU tensors,
   the CPU kernels on CPU tensors);
 * ``"triton"`` - the Triton kernels of ``torch.ops.shufflenet_triton`` (GPU tensors);
-* ``"auto"``   - per op, the faster of the two on GPU tensors (``AUTO_CHOICE``),
-  falling back to whichever is available.
+* ``"auto"``   - per op, the implementation listed in ``AUTO_CHOICE`` on GPU tensors,
+  falling back to the other one when it is not available.
 
-CPU tensors always run the C++ CPU kernels.
+CPU tensors always run the C++ CPU kernels, whatever ``backend`` says (the Triton
+kernels run on CPU only under the Triton interpreter, a testing tool).
+
+The ``"auto"`` rule on GPU tensors (``AUTO_CHOICE``):
+
+* ``channel_shuffle``, ``concat_shuffle`` -> C++ CUDA. Pure data movement; both
+  implementations are one gather pass, and the C++ launch has less host overhead
+  per call, which dominates at the small feature maps of the later stages.
+* ``depthwise_conv2d`` -> C++ CUDA: the hand-written kernel stages input tiles
+  and their halo in shared memory; the Triton kernel relies on L1/L2 for the halo.
+* ``pointwise_conv`` -> Triton: its GEMM tiles run on tensor cores (``tl.dot``,
+  autotuned per shape) while the C++ kernel is a CUDA-core (FFMA) GEMM, so the
+  Triton kernel should win wherever the 1x1 conv is not purely memory-bound.
+
+This table is an educated guess pending GPU measurements (the bench suite times
+both backends on the same shapes); it is not derived from measured numbers yet.
 """
 
 from __future__ import annotations
@@ -21,11 +36,12 @@ from . import _loader
 Backend = Literal["auto", "cuda", "triton"]
 BACKENDS: tuple[str, ...] = ("auto", "cuda", "triton")
 
-# Op -> backend "auto" picks on a GPU. Defaults until GPU measurements say otherwise.
+# Op -> backend "auto" picks on a GPU (rule and reasons in the module docstring).
+# NOTE: educated guess pending GPU measurements.
 AUTO_CHOICE: dict[str, str] = {
     "channel_shuffle": "cuda",
     "concat_shuffle": "cuda",
-    "pointwise_conv": "cuda",
+    "pointwise_conv": "triton",
     "depthwise_conv2d": "cuda",
 }
 
@@ -40,12 +56,19 @@ def has_triton_ops() -> bool:
 
 
 def check_backend(backend: str) -> None:
+    """Raises ValueError unless ``backend`` is one of ``BACKENDS``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 def resolve(op: str, backend: str, tensor: Tensor) -> str:
-    """Namespace (``"shufflenet"`` or ``"shufflenet_triton"``) that runs ``op`` on ``tensor``."""
+    """Namespace (``"shufflenet"`` or ``"shufflenet_triton"``) that runs ``op`` on ``tensor``.
+
+    CPU (and any non-CUDA) tensors: always ``"shufflenet"``. CUDA tensors: the
+    asked-for backend, or ``AUTO_CHOICE[op]`` for ``"auto"``; ``"auto"`` falls back to
+    whichever implementation is available, an explicit choice that is not
+    available raises RuntimeError.
+    """
     check_backend(backend)
     if tensor.device.type != "cuda":
         return "shufflenet"
