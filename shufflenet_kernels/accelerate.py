@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 
 from .backend import Backend, check_backend
@@ -83,7 +84,16 @@ def _convert_children(module: nn.Module, backend: Backend) -> None:
             setattr(module, name, new)
 
 
-def accelerate(model: nn.Module, backend: Backend = "auto", inplace: bool = False) -> nn.Module:
+def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: a 4-D input enters the network in channels_last."""
+    if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+    return args
+
+
+def accelerate(
+    model: nn.Module, backend: Backend = "auto", inplace: bool = False, channels_last: bool = True
+) -> nn.Module:
     """Returns ``model`` with its ShuffleNet blocks running on the fused kernels.
 
     Computes the same function with the same parameters, buffers and state_dict keys
@@ -112,13 +122,20 @@ def accelerate(model: nn.Module, backend: Backend = "auto", inplace: bool = Fals
 
     model: any ``nn.Module``; backend: ``"auto"``, ``"cuda"`` or ``"triton"`` (see
     ``shufflenet_kernels.backend``); inplace: convert ``model`` itself instead of a
-    deep copy. Returns the converted model (``model`` itself when inplace).
+    deep copy; channels_last: convert a 4-D input to channels_last once on entry
+    (a forward pre-hook on the returned model), so every layer runs in the layout
+    these kernels, oneDNN and cuDNN are fastest in (on CPU, max pooling of an NCHW
+    map is several times slower than of a channels_last one). The results are the
+    same; a 4-D output, if the model returns one, comes back in channels_last.
+    Returns the converted model (``model`` itself when inplace).
     """
     check_backend(backend)
     if not inplace:
         model = copy.deepcopy(model)
     root = _convert(model, backend)
-    if root is not None:
-        return root
-    _convert_children(model, backend)
-    return model
+    if root is None:
+        _convert_children(model, backend)
+        root = model
+    if channels_last:
+        root.register_forward_pre_hook(_to_channels_last)
+    return root

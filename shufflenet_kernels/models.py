@@ -145,8 +145,12 @@ def reference_shufflenet_v2(width: float = 1.0, num_classes: int = 1000) -> Shuf
 
 
 def shufflenet_v2(width: float = 1.0, num_classes: int = 1000, *, backend: Backend = "auto") -> ShuffleNetV2:
-    """ShuffleNet V2 ``width`` x on the fused kernels; loads torchvision's state_dict unchanged."""
-    return accelerate(reference_shufflenet_v2(width, num_classes), backend, inplace=True)  # type: ignore[return-value]
+    """ShuffleNet V2 ``width`` x on the fused kernels; loads torchvision's state_dict unchanged.
+
+    Runs in the input's memory format (pass channels_last input, or use
+    ``accelerate(model)``, which converts on entry, for the fastest layout).
+    """
+    return accelerate(reference_shufflenet_v2(width, num_classes), backend, inplace=True, channels_last=False)  # type: ignore[return-value]
 
 
 def reference_shufflenet_v1(groups: int = 3, width: float = 1.0, num_classes: int = 1000) -> ShuffleNetV1:
@@ -157,5 +161,10 @@ def reference_shufflenet_v1(groups: int = 3, width: float = 1.0, num_classes: in
 def shufflenet_v1(
     groups: int = 3, width: float = 1.0, num_classes: int = 1000, *, backend: Backend = "auto"
 ) -> ShuffleNetV1:
-    """ShuffleNet V1 on the fused kernels; same parameters and names as ``reference_shufflenet_v1``."""
-    return accelerate(reference_shufflenet_v1(groups, width, num_classes), backend, inplace=True)  # type: ignore[return-value]
+    """ShuffleNet V1 on the fused kernels; same parameters and names as ``reference_shufflenet_v1``.
+
+    Runs in the input's memory format, like ``shufflenet_v2``.
+    """
+    return accelerate(
+        reference_shufflenet_v1(groups, width, num_classes), backend, inplace=True, channels_last=False
+    )  # type: ignore[return-value]

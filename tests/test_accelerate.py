@@ -29,6 +29,20 @@ def test_accelerate_reference_v2_copies_by_default() -> None:
     eval_close(ref, fast, torch.randn(2, 3, 32, 32))
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_accelerate_channels_last_entry(channels_last: bool) -> None:
+    """channels_last=True converts an NCHW input on entry (seen by the first conv);
+    the result is the reference's either way."""
+    ref = randomize(models.reference_shufflenet_v2(0.5, 10))
+    fast = sk.accelerate(ref, channels_last=channels_last)
+    seen: list[bool] = []
+    fast.conv1.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    eval_close(ref, fast, torch.randn(2, 3, 32, 32))
+    assert seen and all(s == channels_last for s in seen)
+
+
 def test_accelerate_inplace_and_idempotent() -> None:
     model = randomize(models.reference_shufflenet_v1(3, 0.5, 10))
     same = sk.accelerate(model, inplace=True)
