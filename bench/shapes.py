@@ -10,19 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shufflenet_kernels import models
+
+# Stage 2..4 output channels, from the model definitions (one source of truth).
 V2_STAGE_CHANNELS: dict[str, tuple[int, int, int]] = {
-    "0.5": (48, 96, 192),
-    "1.0": (116, 232, 464),
-    "1.5": (176, 352, 704),
-    "2.0": (244, 488, 976),
+    f"{width:.1f}": channels[1:4] for width, channels in models.V2_STAGE_CHANNELS.items()
 }
-V1_STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
-    1: (144, 288, 576),
-    2: (200, 400, 800),
-    3: (240, 480, 960),
-    4: (272, 544, 1088),
-    8: (384, 768, 1536),
-}
+V1_STAGE_CHANNELS: dict[int, tuple[int, int, int]] = dict(models.V1_STAGE_CHANNELS)
 STAGE_HW: tuple[int, int, int] = (28, 14, 7)
 
 

@@ -59,6 +59,16 @@ void check_concat_shuffle_args(const at::Tensor& a, const at::Tensor& b, int64_t
   check_groups(groups, a.size(1) + b.size(1), op, "groups", "total channels of a and b");
 }
 
+void check_concat_shuffle_backward_args(const at::Tensor& grad_output, int64_t groups, int64_t channels_a) {
+  constexpr const char* op = "concat_shuffle_backward";
+  check_rank(grad_output, op, "grad_output", 3, 5);
+  check_dtype(grad_output, op, "grad_output");
+  const int64_t channels = grad_output.size(1);
+  check_groups(groups, channels, op, "groups", "channels of grad_output");
+  TORCH_CHECK(channels_a >= 0 && channels_a <= channels, op, ": channels_a must be in [0, ", channels,
+              "] (channels of grad_output), got ", channels_a);
+}
+
 void check_pointwise_conv_args(
     const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias, int64_t groups,
     int64_t shuffle_groups) {

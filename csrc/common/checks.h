@@ -24,6 +24,7 @@ void check_groups(int64_t groups, int64_t channels, const char* op, const char* 
 
 void check_channel_shuffle_args(const at::Tensor& input, int64_t groups);
 void check_concat_shuffle_args(const at::Tensor& a, const at::Tensor& b, int64_t groups);
+void check_concat_shuffle_backward_args(const at::Tensor& grad_output, int64_t groups, int64_t channels_a);
 void check_pointwise_conv_args(
     const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias, int64_t groups,
     int64_t shuffle_groups);

@@ -106,13 +106,8 @@ at::Tensor concat_shuffle_cpu(const at::Tensor& a, const at::Tensor& b, int64_t 
 
 std::tuple<at::Tensor, at::Tensor> concat_shuffle_backward_cpu(
     const at::Tensor& grad_output, int64_t groups, int64_t channels_a) {
-  constexpr const char* op = "concat_shuffle_backward";
-  check_rank(grad_output, op, "grad_output", 3, 5);
-  check_dtype(grad_output, op, "grad_output");
+  check_concat_shuffle_backward_args(grad_output, groups, channels_a);
   const int64_t channels = grad_output.size(1);
-  check_groups(groups, channels, op, "groups", "channels of grad_output");
-  TORCH_CHECK(channels_a >= 0 && channels_a <= channels, op, ": channels_a must be in [0, ", channels,
-              "] (channels of grad_output), got ", channels_a);
   const at::MemoryFormat fmt = output_memory_format(grad_output);
   auto sizes_a = grad_output.sizes().vec();
   auto sizes_b = grad_output.sizes().vec();
