@@ -122,8 +122,9 @@ def accelerate(
 
     model: any ``nn.Module``; backend: ``"auto"``, ``"cuda"`` or ``"triton"`` (see
     ``shufflenet_kernels.backend``); inplace: convert ``model`` itself instead of a
-    deep copy; channels_last: convert a 4-D input to channels_last once on entry
-    (a forward pre-hook on the returned model), so every layer runs in the layout
+    deep copy; channels_last: when ``model`` is a network rather than a single
+    unit, convert a 4-D input to channels_last once on entry (a forward pre-hook on
+    the returned model), so every layer runs in the layout
     these kernels, oneDNN and cuDNN are fastest in (on CPU, max pooling of an NCHW
     map is several times slower than of a channels_last one). The results are the
     same; a 4-D output, if the model returns one, comes back in channels_last.
@@ -133,9 +134,9 @@ def accelerate(
     if not inplace:
         model = copy.deepcopy(model)
     root = _convert(model, backend)
-    if root is None:
-        _convert_children(model, backend)
-        root = model
+    if root is not None:  # the model is itself one unit: its layout is the caller's
+        return root
+    _convert_children(model, backend)
     if channels_last:
-        root.register_forward_pre_hook(_to_channels_last)
-    return root
+        model.register_forward_pre_hook(_to_channels_last)
+    return model
