@@ -51,6 +51,40 @@ def test_channel_shuffle_matches_torch():
                                torch.nn.functional.channel_shuffle(x, 3), rtol=0, atol=0)
 
 
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# Channels-last permutations take different kernels by their step (interleaves of
+# 2, 3, 4, 8 rows, pairs, strided runs, a table): every group count of a few widths,
+# with the inverse shuffle, each element width, dense and a channel slice.
+@pytest.mark.parametrize("channels", [2, 12, 30, 116])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("layout", ["channels_last", "slice_cl"])
+def test_channel_shuffle_every_group_count_channels_last(channels, dtype, layout):
+    x = make_input((2, channels, 3, 5), layout, dtype)
+    for groups in _divisors(channels):
+        out = torch.ops.shufflenet.channel_shuffle(x, groups)
+        torch.testing.assert_close(out, reference.channel_shuffle(x, groups), rtol=0, atol=0)
+        assert_layout_kept(out, x)
+        back = torch.ops.shufflenet.channel_shuffle(out, channels // groups)
+        torch.testing.assert_close(back, x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels_a,channels_b", [(1, 1), (1, 2), (3, 5), (58, 58), (24, 48)])
+@pytest.mark.parametrize("layout_a", ["nchw", "channels_last"])
+@pytest.mark.parametrize("layout_b", ["nchw", "channels_last"])
+def test_concat_shuffle_every_group_count(channels_a, channels_b, layout_a, layout_b):
+    a = make_input((2, channels_a, 3, 4), layout_a, torch.float32)
+    b = make_input((2, channels_b, 3, 4), layout_b, torch.float32)
+    for groups in _divisors(channels_a + channels_b):
+        out = torch.ops.shufflenet.concat_shuffle(a, b, groups)
+        torch.testing.assert_close(out, reference.concat_shuffle(a, b, groups), rtol=0, atol=0)
+        grad_a, grad_b = torch.ops.shufflenet.concat_shuffle_backward(out, groups, channels_a)
+        torch.testing.assert_close(grad_a, a, rtol=0, atol=0)
+        torch.testing.assert_close(grad_b, b, rtol=0, atol=0)
+
+
 # ---- concat_shuffle -------------------------------------------------------------
 
 CONCAT = concat_cases()

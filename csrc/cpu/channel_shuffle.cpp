@@ -6,6 +6,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -25,71 +27,364 @@ struct GatherSource {
   ChannelView view;
 };
 
-// dst (a dense NCHW-like or NHWC-like tensor seen as [N, C, S]) gets, for each
-// channel c, channel table[c].channel of source table[c].operand.
-template <typename scalar_t>
-void gather_channels(
-    scalar_t* dst, const ChannelView& dv, const std::vector<GatherSource<scalar_t>>& srcs,
-    const std::vector<ChannelSource>& table) {
-  const int64_t n_size = dv.n, c_size = dv.c, s_size = dv.s;
-  if (dv.stride_s == 1) {
-    // Planar output: each output channel plane is one contiguous run copied
-    // from one source plane (a memcpy when the source plane is contiguous too).
-    const int64_t grain = std::max<int64_t>(1, kGatherGrain / std::max<int64_t>(s_size, 1));
-    at::parallel_for(0, n_size * c_size, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t n = i / c_size, c = i % c_size;
-        const auto& src = srcs[table[c].operand];
-        const scalar_t* sp = src.data + n * src.view.stride_n + table[c].channel * src.view.stride_c;
-        scalar_t* dp = dst + n * dv.stride_n + c * dv.stride_c;
-        if (src.view.stride_s == 1) {
-          std::memcpy(dp, sp, s_size * sizeof(scalar_t));
-        } else {
-          for (int64_t s = 0; s < s_size; ++s) dp[s] = sp[s * src.view.stride_s];
-        }
+// Channels-last output: per pixel, a permutation of C contiguous values. The
+// permutations of this family come in two shapes that vectorise once their
+// step is a compile-time constant:
+//   interleave:   out[b*A + a] = row_a[b]   (A rows of B contiguous channels)
+//   strided runs: out[r*L + j] = run_r[j*K] (C/L runs read with step K)
+// channel_shuffle and concat_shuffle are interleaves (A = groups), their
+// inverses are strided runs (K = groups); anything else goes through a table.
+enum class PixelPlanKind { kTable, kInterleave, kStridedRuns };
+
+struct PixelPlan {
+  PixelPlanKind kind = PixelPlanKind::kTable;
+  int64_t ways = 0;  // A (interleave) or K (strided runs)
+  int64_t len = 0;   // B (interleave) or L (strided runs)
+  std::vector<ChannelSource> starts;  // first source channel of each row / run
+};
+
+bool same_source(const ChannelSource& x, const ChannelSource& first, int64_t offset) {
+  return x.operand == first.operand && x.channel == first.channel + offset;
+}
+
+PixelPlan plan_interleave(const std::vector<ChannelSource>& table) {
+  const int64_t c_size = static_cast<int64_t>(table.size());
+  int64_t ways = 1;  // the first channel that continues row 0
+  while (ways < c_size && !same_source(table[ways], table[0], 1)) ++ways;
+  if (ways < 2 || ways >= c_size || c_size % ways != 0) return {};
+  for (int64_t c = 0; c < c_size; ++c) {
+    if (!same_source(table[c], table[c % ways], c / ways)) return {};
+  }
+  return {PixelPlanKind::kInterleave, ways, c_size / ways, {table.begin(), table.begin() + ways}};
+}
+
+PixelPlan plan_strided_runs(const std::vector<ChannelSource>& table) {
+  const int64_t c_size = static_cast<int64_t>(table.size());
+  if (c_size < 2 || table[1].operand != table[0].operand) return {};
+  const int64_t step = table[1].channel - table[0].channel;
+  if (step < 1) return {};
+  int64_t len = 2;
+  while (len < c_size && same_source(table[len], table[0], len * step)) ++len;
+  if (c_size % len != 0) return {};
+  PixelPlan plan{PixelPlanKind::kStridedRuns, step, len, {}};
+  for (int64_t c = 0; c < c_size; ++c) {
+    if (!same_source(table[c], table[c - c % len], (c % len) * step)) return {};
+    if (c % len == 0) plan.starts.push_back(table[c]);
+  }
+  return plan;
+}
+
+// Steps up to this many elements stay in the vectorised kernels.
+constexpr int64_t kMaxPlanStep = 16;
+
+template <typename T>
+PixelPlan plan_pixel_gather(const std::vector<GatherSource<T>>& srcs, const std::vector<ChannelSource>& table) {
+  for (const auto& src : srcs) {
+    if (src.view.stride_c != 1) return {};
+  }
+  PixelPlan runs = plan_strided_runs(table);
+  if (runs.kind != PixelPlanKind::kTable && runs.ways <= kMaxPlanStep) return runs;
+  PixelPlan rows = plan_interleave(table);
+  if (rows.kind != PixelPlanKind::kTable && rows.ways <= kMaxPlanStep) return rows;
+  return runs.kind != PixelPlanKind::kTable ? runs : rows;
+}
+
+// Unsigned integer of twice T's width, and a pointer target that may alias
+// anything and sit at any T-aligned address.
+template <typename T>
+struct WiderUnsigned;
+template <>
+struct WiderUnsigned<uint16_t> {
+  using type = uint32_t;
+};
+template <>
+struct WiderUnsigned<uint32_t> {
+  using type = uint64_t;
+};
+template <typename W>
+using UnalignedAlias __attribute__((may_alias, aligned(2))) = W;
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the paired moves below assume little-endian order");
+
+// One row of pixels of one image: `pixels` pixels; row / run r reads from
+// src[r], moving src_stride[r] per pixel, and (strided runs) writes to dst[r],
+// moving dst_stride[r] per pixel. Interleaves and tables write to dst[0] alone.
+template <typename T>
+struct PixelSpan {
+  T* const* dst;
+  const int64_t* dst_stride;
+  const T* const* src;
+  const int64_t* src_stride;
+  int64_t pixels;
+};
+
+template <typename T, int kWays>
+SHUFFLENET_CPU_MULTIVERSION void interleave_pixels(const PixelSpan<T>& span, int64_t ways, int64_t len) {
+  for (int64_t p = 0; p < span.pixels; ++p) {
+    T* __restrict__ d = span.dst[0] + p * span.dst_stride[0];
+    if constexpr (kWays == 2 && sizeof(T) <= 4) {
+      // Two rows of narrow values: each output pair is one value of twice the
+      // width (little-endian), which compiles to widening moves and an or.
+      using W = typename WiderUnsigned<T>::type;
+      auto* __restrict__ w = reinterpret_cast<UnalignedAlias<W>*>(d);
+      const T* __restrict__ lo = span.src[0] + p * span.src_stride[0];
+      const T* __restrict__ hi = span.src[1] + p * span.src_stride[1];
+      for (int64_t b = 0; b < len; ++b) w[b] = W(lo[b]) | (W(hi[b]) << (8 * sizeof(T)));
+    } else if constexpr (kWays > 0) {
+      const T* row[kWays];
+      for (int a = 0; a < kWays; ++a) row[a] = span.src[a] + p * span.src_stride[a];
+      for (int64_t b = 0; b < len; ++b) {
+        for (int a = 0; a < kWays; ++a) d[b * kWays + a] = row[a][b];
       }
-    });
+    } else {
+      for (int64_t a = 0; a < ways; ++a) {
+        const T* __restrict__ row = span.src[a] + p * span.src_stride[a];
+        for (int64_t b = 0; b < len; ++b) d[b * ways + a] = row[b];
+      }
+    }
+  }
+}
+
+// Whether runs r .. r+count-1 read consecutive values of the same pixel, so
+// that together they cover every value of their source range once.
+template <typename T>
+bool runs_interleaved(const PixelSpan<T>& span, int64_t r, int64_t count, int64_t runs) {
+  if (r + count > runs) return false;
+  for (int64_t i = 1; i < count; ++i) {
+    if (span.src[r + i] != span.src[r] + i || span.src_stride[r + i] != span.src_stride[r]) return false;
+  }
+  return true;
+}
+
+template <typename T, int kStep>
+SHUFFLENET_CPU_MULTIVERSION void strided_runs_pixels(
+    const PixelSpan<T>& span, int64_t runs, int64_t step, int64_t len) {
+  for (int64_t p = 0; p < span.pixels; ++p) {
+    for (int64_t r = 0; r < runs; ++r) {
+      T* __restrict__ d = span.dst[r] + p * span.dst_stride[r];
+      const T* __restrict__ s = span.src[r] + p * span.src_stride[r];
+      if constexpr (kStep == 1) {
+        std::memcpy(d, s, len * sizeof(T));
+      } else if constexpr (kStep == 2 && sizeof(T) <= 4) {
+        if (runs_interleaved(span, r, 2, runs)) {
+          // Two runs that de-interleave one contiguous range: its pairs read
+          // as values of twice the width (little-endian) and split, which
+          // compiles to narrowing moves and a shift. (Wider steps stay strided
+          // loads: the compiler's transposes for them measured slower.)
+          using W = typename WiderUnsigned<T>::type;
+          const auto* __restrict__ pairs = reinterpret_cast<const UnalignedAlias<W>*>(s);
+          T* __restrict__ hi = span.dst[r + 1] + p * span.dst_stride[r + 1];
+          for (int64_t j = 0; j < len; ++j) {
+            const W pair = pairs[j];
+            d[j] = static_cast<T>(pair);
+            hi[j] = static_cast<T>(pair >> (8 * sizeof(T)));
+          }
+          ++r;
+        } else {
+          for (int64_t j = 0; j < len; ++j) d[j] = s[j * 2];
+        }
+      } else if constexpr (kStep > 1) {
+        for (int64_t j = 0; j < len; ++j) d[j] = s[j * kStep];
+      } else {
+        for (int64_t j = 0; j < len; ++j) d[j] = s[j * step];
+      }
+    }
+  }
+}
+
+// Fallback: any table. src[k] is operand k's pixel, offset[c] the element of
+// output channel c inside the pixel of operand[c].
+template <typename T>
+void table_pixels(const PixelSpan<T>& span, const int64_t* operand, const int64_t* offset, int64_t c_size) {
+  for (int64_t p = 0; p < span.pixels; ++p) {
+    T* d = span.dst[0] + p * span.dst_stride[0];
+    for (int64_t c = 0; c < c_size; ++c) d[c] = span.src[operand[c]][p * span.src_stride[operand[c]] + offset[c]];
+  }
+}
+
+template <typename T>
+void run_pixel_plan(const PixelPlan& plan, const PixelSpan<T>& span) {
+  const int64_t ways = plan.ways, len = plan.len;
+  if (plan.kind == PixelPlanKind::kInterleave) {
+    switch (ways) {
+      case 2: return interleave_pixels<T, 2>(span, ways, len);
+      case 3: return interleave_pixels<T, 3>(span, ways, len);
+      case 4: return interleave_pixels<T, 4>(span, ways, len);
+      case 8: return interleave_pixels<T, 8>(span, ways, len);
+      default: return interleave_pixels<T, 0>(span, ways, len);
+    }
+  }
+  const int64_t runs = static_cast<int64_t>(plan.starts.size());
+  switch (ways) {
+    case 1: return strided_runs_pixels<T, 1>(span, runs, ways, len);
+    case 2: return strided_runs_pixels<T, 2>(span, runs, ways, len);
+    case 3: return strided_runs_pixels<T, 3>(span, runs, ways, len);
+    case 4: return strided_runs_pixels<T, 4>(span, runs, ways, len);
+    case 8: return strided_runs_pixels<T, 8>(span, runs, ways, len);
+    default: return strided_runs_pixels<T, 0>(span, runs, ways, len);
+  }
+}
+
+// A destination tensor seen as [N, C, S], dense in NCHW or NHWC order.
+template <typename T>
+struct GatherTarget {
+  T* data;
+  ChannelView view;
+};
+
+// Channels-last destinations (all of the same N and S): the channels of
+// dsts[0], dsts[1], ... in order are the C entries of `table`.
+template <typename T>
+void gather_pixels(const std::vector<GatherTarget<T>>& dsts, const std::vector<GatherSource<T>>& srcs,
+                   const std::vector<ChannelSource>& table) {
+  const int64_t c_size = static_cast<int64_t>(table.size());
+  // Where each destination's channels start in the table.
+  std::vector<int64_t> first_channel{0};
+  for (const auto& d : dsts) first_channel.push_back(first_channel.back() + d.view.c);
+  const PixelPlan plan = plan_pixel_gather(srcs, table);
+  // A plan runs in one pass over the pixels when every row / run it writes
+  // lies inside one destination; otherwise each destination is done alone.
+  bool one_pass = plan.kind == PixelPlanKind::kStridedRuns || dsts.size() == 1;
+  if (plan.kind == PixelPlanKind::kStridedRuns) {
+    for (int64_t k = 0; k + 1 < static_cast<int64_t>(first_channel.size()); ++k) {
+      one_pass = one_pass && first_channel[k] % plan.len == 0;
+    }
+  }
+  if (!one_pass) {
+    for (size_t k = 0; k < dsts.size(); ++k) {
+      gather_pixels<T>({dsts[k]}, srcs, {table.begin() + first_channel[k], table.begin() + first_channel[k + 1]});
+    }
     return;
   }
-  // Channels-last output: per pixel, a permutation of C contiguous values.
-  // Offsets of every output channel inside its source pixel, computed once.
-  std::vector<int64_t> offset(c_size);
-  std::vector<int64_t> operand(c_size);
-  for (int64_t c = 0; c < c_size; ++c) {
-    operand[c] = table[c].operand;
-    offset[c] = table[c].channel * srcs[table[c].operand].view.stride_c;
+  const bool use_table = plan.kind == PixelPlanKind::kTable;
+  // Per row / run (per operand for the table): source operand and element
+  // offset in its pixel; destination and element offset in its pixel.
+  std::vector<int64_t> operand, offset, target, target_offset;
+  if (use_table) {
+    for (size_t k = 0; k < srcs.size(); ++k) {
+      operand.push_back(static_cast<int64_t>(k));
+      offset.push_back(0);
+    }
+  } else {
+    for (size_t r = 0; r < plan.starts.size(); ++r) {
+      operand.push_back(plan.starts[r].operand);
+      offset.push_back(plan.starts[r].channel);
+    }
   }
+  const int64_t dst_rows = plan.kind == PixelPlanKind::kStridedRuns ? static_cast<int64_t>(plan.starts.size()) : 1;
+  for (int64_t r = 0; r < dst_rows; ++r) {
+    const int64_t c = r * plan.len;  // first channel written by run r (0 for one destination)
+    int64_t k = 0;
+    while (first_channel[k + 1] <= c) ++k;
+    target.push_back(k);
+    target_offset.push_back(c - first_channel[k]);
+  }
+  std::vector<int64_t> table_operand, table_offset;
+  if (use_table) {
+    for (const auto& entry : table) {
+      table_operand.push_back(entry.operand);
+      table_offset.push_back(entry.channel * srcs[entry.operand].view.stride_c);
+    }
+  }
+  const int64_t s_size = dsts[0].view.s;
   const int64_t grain = std::max<int64_t>(1, kGatherGrain / std::max<int64_t>(c_size, 1));
-  at::parallel_for(0, n_size * s_size, grain, [&](int64_t begin, int64_t end) {
-    const scalar_t* base[2] = {nullptr, nullptr};
-    for (int64_t i = begin; i < end; ++i) {
+  at::parallel_for(0, dsts[0].view.n * s_size, grain, [&](int64_t begin, int64_t end) {
+    std::vector<const T*> src(operand.size());
+    std::vector<int64_t> src_stride(operand.size());
+    std::vector<T*> dst(target.size());
+    std::vector<int64_t> dst_stride(target.size());
+    for (int64_t i = begin; i < end;) {
       const int64_t n = i / s_size, s = i % s_size;
-      for (size_t k = 0; k < srcs.size(); ++k) {
-        base[k] = srcs[k].data + n * srcs[k].view.stride_n + s * srcs[k].view.stride_s;
+      const int64_t pixels = std::min(end - i, s_size - s);
+      for (size_t r = 0; r < operand.size(); ++r) {
+        const auto& source = srcs[operand[r]];
+        src[r] = source.data + n * source.view.stride_n + s * source.view.stride_s + offset[r];
+        src_stride[r] = source.view.stride_s;
       }
-      scalar_t* dp = dst + n * dv.stride_n + s * dv.stride_s;
-      if (srcs.size() == 1) {
-        const scalar_t* b0 = base[0];
-        for (int64_t c = 0; c < c_size; ++c) dp[c] = b0[offset[c]];
+      for (size_t r = 0; r < target.size(); ++r) {
+        const auto& d = dsts[target[r]];
+        dst[r] = d.data + n * d.view.stride_n + s * d.view.stride_s + target_offset[r] * d.view.stride_c;
+        dst_stride[r] = d.view.stride_s;
+      }
+      const PixelSpan<T> span{dst.data(), dst_stride.data(), src.data(), src_stride.data(), pixels};
+      if (use_table) {
+        table_pixels(span, table_operand.data(), table_offset.data(), c_size);
       } else {
-        for (int64_t c = 0; c < c_size; ++c) dp[c] = base[operand[c]][offset[c]];
+        run_pixel_plan(plan, span);
+      }
+      i += pixels;
+    }
+  });
+}
+
+// Planar destinations: each output channel plane is one contiguous run copied
+// from one source plane (a memcpy when the source plane is contiguous too).
+template <typename T>
+void gather_planes(const std::vector<GatherTarget<T>>& dsts, const std::vector<GatherSource<T>>& srcs,
+                   const std::vector<ChannelSource>& table) {
+  const int64_t c_size = static_cast<int64_t>(table.size());
+  std::vector<int64_t> target, target_channel;
+  for (size_t k = 0; k < dsts.size(); ++k) {
+    for (int64_t c = 0; c < dsts[k].view.c; ++c) {
+      target.push_back(static_cast<int64_t>(k));
+      target_channel.push_back(c);
+    }
+  }
+  const int64_t s_size = dsts[0].view.s;
+  const int64_t grain = std::max<int64_t>(1, kGatherGrain / std::max<int64_t>(s_size, 1));
+  at::parallel_for(0, dsts[0].view.n * c_size, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i / c_size, c = i % c_size;
+      const auto& src = srcs[table[c].operand];
+      const auto& dst = dsts[target[c]];
+      const T* sp = src.data + n * src.view.stride_n + table[c].channel * src.view.stride_c;
+      T* dp = dst.data + n * dst.view.stride_n + target_channel[c] * dst.view.stride_c;
+      if (src.view.stride_s == 1) {
+        std::memcpy(dp, sp, s_size * sizeof(T));
+      } else {
+        for (int64_t s = 0; s < s_size; ++s) dp[s] = sp[s * src.view.stride_s];
       }
     }
   });
 }
 
-// Runs the gather from `sources` into `dst` (already allocated, dense).
-void gather_into(at::Tensor& dst, const std::vector<at::Tensor>& sources, const std::vector<ChannelSource>& table) {
-  if (dst.numel() == 0) return;
-  const ChannelView dv = as_channel_view(dst).second;  // dense: never a copy
+// Fills `dsts` (allocated, dense, all NCHW or all channels-last, same N and
+// spatial size): channel c of the destinations taken in order gets channel
+// table[c].channel of sources[table[c].operand]. One pass over the data.
+void gather_into(const std::vector<at::Tensor>& dsts, const std::vector<at::Tensor>& sources,
+                 const std::vector<ChannelSource>& table) {
+  if (std::all_of(dsts.begin(), dsts.end(), [](const at::Tensor& d) { return d.numel() == 0; })) return;
+  std::vector<ChannelView> dst_views;
+  for (const auto& d : dsts) dst_views.push_back(as_channel_view(d).second);  // dense: never a copy
   std::vector<std::pair<at::Tensor, ChannelView>> views;
   views.reserve(sources.size());
   for (const auto& s : sources) views.push_back(as_channel_view(s));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dst.scalar_type(), "shufflenet_gather_channels", [&] {
-    std::vector<GatherSource<scalar_t>> srcs;
-    for (const auto& v : views) srcs.push_back({v.first.const_data_ptr<scalar_t>(), v.second});
-    gather_channels<scalar_t>(dst.mutable_data_ptr<scalar_t>(), dv, srcs, table);
-  });
+  // Planar when every destination is (a one-channel tensor is both layouts).
+  const bool planar = std::all_of(dst_views.begin(), dst_views.end(),
+                                  [](const ChannelView& v) { return v.stride_s == 1 && v.s > 1; });
+  for (const auto& v : dst_views) {
+    TORCH_INTERNAL_ASSERT(planar || v.c <= 1 || v.stride_c == 1, "gather_into: mixed destination layouts");
+  }
+  // Moving values needs only their width: one instantiation per element size.
+  const auto run = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<GatherSource<T>> srcs;
+    for (const auto& v : views) srcs.push_back({static_cast<const T*>(v.first.const_data_ptr()), v.second});
+    std::vector<GatherTarget<T>> targets;
+    for (size_t k = 0; k < dsts.size(); ++k) targets.push_back({static_cast<T*>(dsts[k].mutable_data_ptr()), dst_views[k]});
+    if (planar) {
+      gather_planes<T>(targets, srcs, table);
+    } else {
+      gather_pixels<T>(targets, srcs, table);
+    }
+  };
+  switch (dsts[0].element_size()) {
+    case 2: return run(uint16_t{});
+    case 4: return run(uint32_t{});
+    case 8: return run(uint64_t{});
+    default:
+      TORCH_CHECK(false, "shufflenet: unsupported element size ", dsts[0].element_size(), " of ", dsts[0].scalar_type());
+  }
 }
 
 at::Tensor concat_shuffle_cpu(const at::Tensor& a, const at::Tensor& b, int64_t groups) {
@@ -100,7 +395,7 @@ at::Tensor concat_shuffle_cpu(const at::Tensor& a, const at::Tensor& b, int64_t 
   at::Tensor out = empty_in_format(sizes, a, output_memory_format(a));
   std::vector<ChannelSource> table(channels);
   for (int64_t c = 0; c < channels; ++c) table[c] = concat_shuffle_source(c, channels_a, channels, groups);
-  gather_into(out, {a, b}, table);
+  gather_into({out}, {a, b}, table);
   return out;
 }
 
@@ -115,14 +410,11 @@ std::tuple<at::Tensor, at::Tensor> concat_shuffle_backward_cpu(
   sizes_b[1] = channels - channels_a;
   at::Tensor grad_a = empty_in_format(sizes_a, grad_output, fmt);
   at::Tensor grad_b = empty_in_format(sizes_b, grad_output, fmt);
-  // Concatenated channel j sits at output channel shuffle_dest_channel(j).
-  std::vector<ChannelSource> table_a(channels_a), table_b(channels - channels_a);
-  for (int64_t j = 0; j < channels_a; ++j) table_a[j] = {0, shuffle_dest_channel(j, channels, groups)};
-  for (int64_t j = channels_a; j < channels; ++j) {
-    table_b[j - channels_a] = {0, shuffle_dest_channel(j, channels, groups)};
-  }
-  gather_into(grad_a, {grad_output}, table_a);
-  gather_into(grad_b, {grad_output}, table_b);
+  // Concatenated channel j (of grad_a, then grad_b) sits at output channel
+  // shuffle_dest_channel(j); both are filled in one pass over grad_output.
+  std::vector<ChannelSource> table(channels);
+  for (int64_t j = 0; j < channels; ++j) table[j] = {0, shuffle_dest_channel(j, channels, groups)};
+  gather_into({grad_a, grad_b}, {grad_output}, table);
   return {grad_a, grad_b};
 }
 
@@ -134,7 +426,7 @@ at::Tensor channel_shuffle_cpu(const at::Tensor& input, int64_t groups) {
   at::Tensor out = empty_in_format(input.sizes(), input, output_memory_format(input));
   std::vector<ChannelSource> table(channels);
   for (int64_t c = 0; c < channels; ++c) table[c] = {0, shuffle_source_channel(c, channels, groups)};
-  gather_into(out, {input}, table);
+  gather_into({out}, {input}, table);
   return out;
 }
 
