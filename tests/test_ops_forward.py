@@ -151,6 +151,24 @@ def _check_pointwise(impl, case, layout, dtype, bias, relu):
     assert_layout_kept(out, x)
 
 
+# Grouped channels_last convs run their GEMMs over chunks of pixels (at most 2^20
+# output elements each): several chunks per sample, over the whole batch or
+# (samples not evenly spaced, as in a batch slice) one sample at a time.
+@pytest.mark.parametrize("batch_slice", [False, True])
+@pytest.mark.parametrize("shuffle_groups", [1, 4])
+def test_pointwise_conv_channels_last_chunks(batch_slice, shuffle_groups):
+    c_in, c_out, groups = 64, 512, 4
+    x = torch.randn(4 if batch_slice else 2, c_in, 48, 48).to(memory_format=torch.channels_last)
+    if batch_slice:
+        x = x[::2]
+    w = weight_like((c_out, c_in // groups, 1, 1), torch.float32, "cpu", c_in // groups)
+    b = torch.randn(c_out)
+    out = torch.ops.shufflenet.pointwise_conv(x, w, b, groups, shuffle_groups, True)
+    ref = reference.pointwise_conv(x, w, b, groups, shuffle_groups, True)
+    torch.testing.assert_close(out, ref, **tolerances(torch.float32))
+    assert_layout_kept(out, x)
+
+
 @pytest.mark.parametrize("impl,case", impl_params(POINTWISE, numel=_pointwise_numel))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "slice", "slice_cl", "strided"])
 @pytest.mark.parametrize("bias,relu", [(False, False), (True, True)])

@@ -430,6 +430,15 @@ at::Tensor channel_shuffle_cpu(const at::Tensor& input, int64_t groups) {
   return out;
 }
 
+void channel_shuffle_rows_into(const at::Tensor& src, at::Tensor& dst, int64_t groups) {
+  const int64_t rows = src.size(0), channels = src.size(1);
+  // As [1, C, rows, 1] channels-last tensors: one image of `rows` pixels.
+  const auto as_image = [&](const at::Tensor& t) { return t.as_strided({1, channels, rows, 1}, {rows * channels, 1, channels, channels}); };
+  std::vector<ChannelSource> table(channels);
+  for (int64_t c = 0; c < channels; ++c) table[c] = {0, shuffle_source_channel(c, channels, groups)};
+  gather_into({as_image(dst)}, {as_image(src)}, table);
+}
+
 TORCH_LIBRARY_IMPL(shufflenet, CPU, m) {
   m.impl("channel_shuffle", &channel_shuffle_cpu);
   m.impl("concat_shuffle", &concat_shuffle_cpu);

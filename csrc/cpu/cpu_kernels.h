@@ -24,6 +24,10 @@ namespace shufflenet::cpu {
 // channel_shuffle on CPU (also the un-shuffle inside pointwise_conv_backward).
 at::Tensor channel_shuffle_cpu(const at::Tensor& input, int64_t groups);
 
+// channel_shuffle of dense [rows, C] pixel rows (channels-last data) from `src`
+// into `dst`.
+void channel_shuffle_rows_into(const at::Tensor& src, at::Tensor& dst, int64_t groups);
+
 // Runs fn(task) for task in [0, tasks). Calls that each drive a BLAS GEMM are
 // spread over threads only when there are enough of them to fill every thread;
 // otherwise they run in order and BLAS threads each call itself.

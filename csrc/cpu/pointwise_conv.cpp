@@ -10,9 +10,9 @@
 // * channels_last, groups == 1: the shuffle permutes output channels only, so it
 //   is moved into the weight rows and the whole batch is one GEMM.
 // * channels_last, groups > 1: output columns of one group are interleaved with
-//   the other groups', which BLAS cannot store; each tile of pixels is computed
-//   per group into a small buffer and scattered to its shuffled columns with bias
-//   and ReLU.
+//   the other groups', which BLAS cannot store; a chunk of pixels is computed per
+//   group into a buffer in conv-channel order, then channel-shuffled into the
+//   output, and bias and ReLU follow on the output rows.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -29,8 +29,10 @@
 namespace shufflenet::cpu {
 namespace {
 
-// Pixels per channels_last tile: the per-group buffer stays in L2.
-constexpr int64_t kTilePixels = 256;
+// Elements of the channels_last grouped path's buffer (pixels x output channels),
+// 4 MiB of float: larger chunks mean fewer, larger GEMMs, which measured faster
+// than keeping the buffer in L2 with many small ones.
+constexpr int64_t kChunkElements = 1 << 20;
 
 struct PointwiseShape {
   int64_t n, c_in, c_out, s, groups, shuffle_groups;
@@ -64,14 +66,24 @@ at::Tensor pixels_by_channels(const at::Tensor& t, int64_t n) { return t.select(
 // [C, S] view of sample n of an NCHW-like tensor.
 at::Tensor channels_by_pixels(const at::Tensor& t, int64_t n) { return t.select(0, n).flatten(1); }
 
+// Conv channel of each output channel (the shuffle's source), as an index.
+at::Tensor shuffle_source_index(const PointwiseShape& p, const at::TensorOptions& options) {
+  std::vector<int64_t> source(p.c_out);
+  for (int64_t oc = 0; oc < p.c_out; ++oc) source[oc] = shuffle_source_channel(oc, p.c_out, p.shuffle_groups);
+  return at::tensor(source, options.dtype(at::kLong));
+}
+
+// Bias in output-channel order, the shuffle applied (undefined stays undefined).
+at::Tensor shuffled_bias(const at::Tensor& bias_acc, const PointwiseShape& p) {
+  if (p.shuffle_groups == 1 || !bias_acc.defined()) return bias_acc;
+  return bias_acc.index_select(0, shuffle_source_index(p, bias_acc.options()));
+}
+
 // groups == 1: weight rows and bias in output-channel order, the shuffle applied.
 std::pair<at::Tensor, at::Tensor> shuffled_weights(const at::Tensor& w2, const at::Tensor& bias_acc,
                                                    const PointwiseShape& p) {
   if (p.shuffle_groups == 1) return {w2, bias_acc};
-  std::vector<int64_t> source(p.c_out);
-  for (int64_t oc = 0; oc < p.c_out; ++oc) source[oc] = shuffle_source_channel(oc, p.c_out, p.shuffle_groups);
-  const at::Tensor index = at::tensor(source, w2.options().dtype(at::kLong));
-  return {w2.index_select(0, index), bias_acc.defined() ? bias_acc.index_select(0, index) : bias_acc};
+  return {w2.index_select(0, shuffle_source_index(p, w2.options())), shuffled_bias(bias_acc, p)};
 }
 
 template <typename scalar_t, typename acc_t>
@@ -141,6 +153,21 @@ SHUFFLENET_CPU_MULTIVERSION void bias_relu_pixels(scalar_t* out, int64_t rows, i
   }
 }
 
+// bias (op-math type, output-channel order; may be undefined) and ReLU over
+// dense [pixels, C] rows of a channels_last output, in place.
+void bias_relu_pixel_rows(const at::Tensor& rows, const at::Tensor& bias, bool relu) {
+  if (!bias.defined() && !relu) return;
+  const int64_t cols = rows.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rows.scalar_type(), "pointwise_conv_epilogue", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* b = bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr;
+    scalar_t* o = rows.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, rows.size(0), std::max<int64_t>(1, (1 << 15) / cols), [&](int64_t begin, int64_t end) {
+      bias_relu_pixels<scalar_t, acc_t>(o + begin * cols, end - begin, cols, b, relu);
+    });
+  });
+}
+
 // [N*H*W, C] view of a channels_last-like tensor whose pixels are evenly spaced
 // across the whole batch (dense, or a channel slice of a dense tensor); undefined
 // when they are not.
@@ -160,8 +187,8 @@ void forward_nhwc_ungrouped(const at::Tensor& x, const at::Tensor& w2, const at:
   std::tie(w, b) = shuffled_weights(w2, bias_acc, p);
   const at::Tensor wt = w.t();  // [C_in, C_out]
   const at::Tensor x2 = all_pixels_by_channels(x);
+  at::Tensor o2 = out.as_strided({p.n * p.s, p.c_out}, {p.c_out, 1});  // dense channels_last output
   if (x2.defined()) {
-    at::Tensor o2 = out.as_strided({p.n * p.s, p.c_out}, {p.c_out, 1});
     at::mm_out(o2, x2, wt);
   } else {
     for (int64_t n = 0; n < p.n; ++n) {
@@ -169,56 +196,54 @@ void forward_nhwc_ungrouped(const at::Tensor& x, const at::Tensor& w2, const at:
       at::mm_out(o, pixels_by_channels(x, n), wt);
     }
   }
-  if (!b.defined() && !relu) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pointwise_conv_epilogue", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, p.n * p.s, std::max<int64_t>(1, (1 << 15) / p.c_out), [&](int64_t begin, int64_t end) {
-      bias_relu_pixels<scalar_t, acc_t>(o + begin * p.c_out, end - begin, p.c_out, bp, relu);
-    });
-  });
+  bias_relu_pixel_rows(o2, b, relu);
 }
 
-// channels_last, groups > 1: each group's columns interleave with the other
-// groups' in the output, which BLAS cannot store; tiles of pixels are computed per
-// group into a buffer and scattered to their shuffled columns with bias and ReLU.
-void forward_nhwc_tiled(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu,
-                        at::Tensor& out, const PointwiseShape& p) {
-  const int64_t tiles = (p.s + kTilePixels - 1) / kTilePixels;
-  std::vector<int64_t> dest(p.c_out);
-  for (int64_t oc = 0; oc < p.c_out; ++oc) dest[oc] = shuffle_dest_channel(oc, p.c_out, p.shuffle_groups);
-  const at::Tensor w2t = w2.t();  // [C_in/groups, C_out]
-  at::parallel_for(0, p.n * tiles, 1, [&](int64_t begin, int64_t end) {
-    const at::AutoDispatchBelowADInplaceOrView below_autograd;  // see for_each_gemm_task
-    at::Tensor buffer;
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / tiles, s0 = (task % tiles) * kTilePixels;
-      const int64_t rows = std::min(kTilePixels, p.s - s0);
-      const at::Tensor x_tile = pixels_by_channels(x, n).narrow(0, s0, rows);
-      at::Tensor out_tile = pixels_by_channels(out, n).narrow(0, s0, rows);
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "pointwise_conv_nhwc", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const acc_t* bias = bias_acc.defined() ? bias_acc.const_data_ptr<acc_t>() : nullptr;
-        scalar_t* o = out_tile.mutable_data_ptr<scalar_t>();
-        if (!buffer.defined()) buffer = at::empty({kTilePixels, p.c_out_g()}, out.options());
-        for (int64_t g = 0; g < p.groups; ++g) {
-          at::Tensor tmp = buffer.narrow(0, 0, rows);
-          at::mm_out(tmp, x_tile.narrow(1, g * p.c_in_g(), p.c_in_g()), w2t.narrow(1, g * p.c_out_g(), p.c_out_g()));
-          const scalar_t* t = tmp.const_data_ptr<scalar_t>();
-          const int64_t* d = dest.data() + g * p.c_out_g();
-          const acc_t* b = bias ? bias + g * p.c_out_g() : nullptr;
-          for (int64_t r = 0; r < rows; ++r) {
-            scalar_t* row = o + r * p.c_out;
-            const scalar_t* trow = t + r * p.c_out_g();
-            for (int64_t j = 0; j < p.c_out_g(); ++j) {
-              row[d[j]] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(trow[j]) + (b ? b[j] : acc_t(0)), relu));
-            }
-          }
-        }
-      });
+
+
+// Rows of pixels of a channels_last-like tensor that one GEMM can take: the
+// whole batch when pixels are evenly spaced across it, else one sample each;
+// cut into chunks of at most `max_rows` pixels. Each chunk: its [rows, C] view
+// and the index of its first pixel in the batch.
+std::vector<std::pair<at::Tensor, int64_t>> pixel_chunks(const at::Tensor& t, int64_t max_rows) {
+  std::vector<std::pair<at::Tensor, int64_t>> chunks;
+  const int64_t s = t.size(2) * t.size(3);
+  const at::Tensor all = all_pixels_by_channels(t);
+  const int64_t parts = all.defined() ? 1 : t.size(0);
+  for (int64_t part = 0; part < parts; ++part) {
+    const at::Tensor rows = all.defined() ? all : pixels_by_channels(t, part);
+    for (int64_t r0 = 0; r0 < rows.size(0); r0 += max_rows) {
+      chunks.emplace_back(rows.narrow(0, r0, std::min(max_rows, rows.size(0) - r0)), part * s + r0);
     }
-  });
+  }
+  return chunks;
+}
+
+// channels_last, groups > 1: one GEMM per group over a chunk of pixels, each
+// writing its group's columns of a buffer in conv-channel order (BLAS takes the
+// row stride as a leading dimension), then the channel shuffle of the buffer
+// into the output, and bias and ReLU (in output order) on the output rows. The
+// GEMMs of a chunk are few and large. Without a shuffle the GEMMs write the
+// output.
+void forward_nhwc_grouped(const at::Tensor& x, const at::Tensor& w2, const at::Tensor& bias_acc, bool relu,
+                          at::Tensor& out, const PointwiseShape& p) {
+  const int64_t max_rows = std::max<int64_t>(64, kChunkElements / p.c_out);
+  const at::Tensor w2t = w2.t();  // [C_in/groups, C_out]
+  const at::Tensor bias = shuffled_bias(bias_acc, p);
+  at::Tensor out2 = out.as_strided({p.n * p.s, p.c_out}, {p.c_out, 1});  // dense channels_last output
+  const bool shuffled = p.shuffle_groups > 1;
+  at::Tensor buffer = shuffled ? at::empty({std::min(max_rows, p.n * p.s), p.c_out}, out.options()) : at::Tensor();
+  for (const auto& [x_rows, first_pixel] : pixel_chunks(x, max_rows)) {
+    const int64_t rows = x_rows.size(0);
+    at::Tensor o_rows = out2.narrow(0, first_pixel, rows);
+    at::Tensor gemm_out = shuffled ? buffer.narrow(0, 0, rows) : o_rows;
+    for (int64_t g = 0; g < p.groups; ++g) {
+      at::Tensor dst = gemm_out.narrow(1, g * p.c_out_g(), p.c_out_g());
+      at::mm_out(dst, x_rows.narrow(1, g * p.c_in_g(), p.c_in_g()), w2t.narrow(1, g * p.c_out_g(), p.c_out_g()));
+    }
+    if (shuffled) channel_shuffle_rows_into(gemm_out, o_rows, p.shuffle_groups);
+    bias_relu_pixel_rows(o_rows, bias, relu);
+  }
 }
 
 PointwiseShape make_shape(const at::Tensor& input, const at::Tensor& weight, int64_t groups, int64_t shuffle_groups) {
@@ -242,7 +267,7 @@ at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   if (cl && groups == 1) {
     forward_nhwc_ungrouped(x, w2, bias_acc, relu, out, p);
   } else if (cl) {
-    forward_nhwc_tiled(x, w2, bias_acc, relu, out, p);
+    forward_nhwc_grouped(x, w2, bias_acc, relu, out, p);
   } else if (groups == 1) {
     forward_nchw_ungrouped(x, w2, bias_acc, relu, out, p);
   } else {
