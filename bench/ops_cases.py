@@ -147,6 +147,44 @@ def _providers(
     return out
 
 
+def _op_case(
+    op: str,
+    direction: str,
+    label: str,
+    info: dict,
+    cost: mac.Cost,
+    namespaces: list,
+    kernel_op: str,
+    kernel_args: tuple,
+    ref: Callable[..., Any],
+    ref_args: tuple,
+    budget: _CompileBudget,
+    dtype: torch.dtype,
+    device: torch.device,
+    extra_eager: list[tuple[str, Callable[[], Any]]] = (),
+) -> Case:
+    """One timed case: ``kernel_op(*kernel_args)`` of every kernel namespace against
+    ``ref(*ref_args)`` run eagerly and, while the compile budget lasts, compiled."""
+    ops = [(f"kernel_{name}", getattr(ns, kernel_op)) for name, ns in namespaces]
+    kernels = [(name, (lambda fn=fn: lambda: fn(*kernel_args))) for name, fn in ops]
+    compile_fn = None
+    if budget.take(op, direction):
+
+        def compile_fn() -> Callable[[], Any]:
+            f = compiled(ref)
+            return lambda: f(*ref_args)
+
+    return Case(
+        op,
+        direction,
+        label,
+        info,
+        cost.mac_bytes,
+        cost.flops,
+        _providers(kernels, lambda: ref(*ref_args), compile_fn, cost.mac_bytes, dtype, device, extra_eager),
+    )
+
+
 def _shuffle_cases(
     s: ShuffleShape,
     n: int,
@@ -167,41 +205,18 @@ def _shuffle_cases(
         cost = (mac.channel_shuffle_cost if direction == "fwd" else mac.channel_shuffle_backward_cost)(
             shape, elem
         )
-        kernels = [
-            (f"kernel_{name}", (lambda ns=ns, g=groups: lambda: ns.channel_shuffle(x, g)))
-            for name, ns in namespaces
-        ]
-        compile_fn = None
-        if budget.take("channel_shuffle", direction):
-
-            def compile_fn(g: int = groups) -> Callable[[], Any]:
-                f = compiled(reference.channel_shuffle)
-                return lambda: f(x, g)
-
         extra = [("eager_native", lambda g=groups: F.channel_shuffle(x, g))] if direction == "fwd" else []
+        info = {
+            "batch": n,
+            "dtype": str(dtype).removeprefix("torch."),
+            "layout": layout,
+            "shape": list(shape),
+            "groups": groups,
+        }
         cases.append(
-            Case(
-                "channel_shuffle",
-                direction,
-                s.label,
-                {
-                    "batch": n,
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "layout": layout,
-                    "shape": list(shape),
-                    "groups": groups,
-                },
-                cost.mac_bytes,
-                cost.flops,
-                _providers(
-                    kernels,
-                    lambda g=groups: reference.channel_shuffle(x, g),
-                    compile_fn,
-                    cost.mac_bytes,
-                    dtype,
-                    device,
-                    extra,
-                ),
+            _op_case(
+                "channel_shuffle", direction, s.label, info, cost, namespaces, "channel_shuffle", (x, groups),
+                reference.channel_shuffle, (x, groups), budget, dtype, device, extra,
             )
         )
     return cases
@@ -234,64 +249,19 @@ def _concat_cases(
     }
     if "fwd" in directions:
         cost = mac.concat_shuffle_cost(a.shape, b.shape, elem)
-        kernels = [
-            (f"kernel_{name}", (lambda ns=ns: lambda: ns.concat_shuffle(a, b, s.groups)))
-            for name, ns in namespaces
-        ]
-        compile_fn = None
-        if budget.take("concat_shuffle", "fwd"):
-
-            def compile_fn() -> Callable[[], Any]:
-                f = compiled(reference.concat_shuffle)
-                return lambda: f(a, b, s.groups)
-
         cases.append(
-            Case(
-                "concat_shuffle",
-                "fwd",
-                s.label,
-                dict(common),
-                cost.mac_bytes,
-                cost.flops,
-                _providers(
-                    kernels,
-                    lambda: reference.concat_shuffle(a, b, s.groups),
-                    compile_fn,
-                    cost.mac_bytes,
-                    dtype,
-                    device,
-                ),
+            _op_case(
+                "concat_shuffle", "fwd", s.label, dict(common), cost, namespaces, "concat_shuffle", (a, b, s.groups),
+                reference.concat_shuffle, (a, b, s.groups), budget, dtype, device,
             )
         )
     if "bwd" in directions:
         cost = mac.concat_shuffle_backward_cost(grad.shape, ca, elem)
-        kernels = [
-            (f"kernel_{name}", (lambda ns=ns: lambda: ns.concat_shuffle_backward(grad, s.groups, ca)))
-            for name, ns in namespaces
-        ]
-        compile_fn = None
-        if budget.take("concat_shuffle", "bwd"):
-
-            def compile_fn() -> Callable[[], Any]:
-                f = compiled(ref_concat_shuffle_backward)
-                return lambda: f(grad, s.groups, ca)
-
+        bargs = (grad, s.groups, ca)
         cases.append(
-            Case(
-                "concat_shuffle",
-                "bwd",
-                s.label,
-                dict(common),
-                cost.mac_bytes,
-                cost.flops,
-                _providers(
-                    kernels,
-                    lambda: ref_concat_shuffle_backward(grad, s.groups, ca),
-                    compile_fn,
-                    cost.mac_bytes,
-                    dtype,
-                    device,
-                ),
+            _op_case(
+                "concat_shuffle", "bwd", s.label, dict(common), cost, namespaces, "concat_shuffle_backward", bargs,
+                ref_concat_shuffle_backward, bargs, budget, dtype, device,
             )
         )
     return cases
@@ -329,33 +299,11 @@ def _pointwise_cases(
         cost = mac.pointwise_conv_cost(
             x.shape, s.c_out, s.groups, elem, bias=True, relu=s.relu, shuffle_groups=s.shuffle_groups
         )
-        kernels = [
-            (f"kernel_{name}", (lambda ns=ns: lambda: ns.pointwise_conv(x, w, bias, *args)))
-            for name, ns in namespaces
-        ]
-        compile_fn = None
-        if budget.take("pointwise_conv", "fwd"):
-
-            def compile_fn() -> Callable[[], Any]:
-                f = compiled(reference.pointwise_conv)
-                return lambda: f(x, w, bias, *args)
-
+        fargs = (x, w, bias, *args)
         cases.append(
-            Case(
-                "pointwise_conv",
-                "fwd",
-                s.label,
-                dict(common),
-                cost.mac_bytes,
-                cost.flops,
-                _providers(
-                    kernels,
-                    lambda: reference.pointwise_conv(x, w, bias, *args),
-                    compile_fn,
-                    cost.mac_bytes,
-                    dtype,
-                    device,
-                ),
+            _op_case(
+                "pointwise_conv", "fwd", s.label, dict(common), cost, namespaces, "pointwise_conv", fargs,
+                reference.pointwise_conv, fargs, budget, dtype, device,
             )
         )
     if "bwd" in directions:
@@ -366,43 +314,12 @@ def _pointwise_cases(
         cost = mac.pointwise_conv_backward_cost(
             x.shape, s.c_out, s.groups, elem, relu=s.relu, output_mask=mask
         )
-        kernels = [
-            (
-                f"kernel_{name}",
-                (
-                    lambda ns=ns: (
-                        lambda: ns.pointwise_conv_backward(
-                            grad, x, w, relu_out, s.groups, s.shuffle_groups, mask
-                        )
-                    )
-                ),
-            )
-            for name, ns in namespaces
-        ]
-        bargs = (grad, x, w, relu_out, s.groups, s.shuffle_groups, True)
-        compile_fn = None
-        if budget.take("pointwise_conv", "bwd"):
-
-            def compile_fn() -> Callable[[], Any]:
-                f = compiled(ref_pointwise_conv_backward)
-                return lambda: f(*bargs)
-
         cases.append(
-            Case(
-                "pointwise_conv",
-                "bwd",
-                s.label,
-                dict(common),
-                cost.mac_bytes,
-                cost.flops,
-                _providers(
-                    kernels,
-                    lambda: ref_pointwise_conv_backward(*bargs),
-                    compile_fn,
-                    cost.mac_bytes,
-                    dtype,
-                    device,
-                ),
+            _op_case(
+                "pointwise_conv", "bwd", s.label, dict(common), cost, namespaces, "pointwise_conv_backward",
+                (grad, x, w, relu_out, s.groups, s.shuffle_groups, mask),
+                ref_pointwise_conv_backward, (grad, x, w, relu_out, s.groups, s.shuffle_groups, True),
+                budget, dtype, device,
             )
         )
     return cases
@@ -438,36 +355,11 @@ def _depthwise_cases(
     }
     if "fwd" in directions:
         cost = mac.depthwise_conv2d_cost(x.shape, (k, k), elem, stride=stride, padding=padding, bias=True)
-        kernels = [
-            (
-                f"kernel_{name}",
-                (lambda ns=ns: lambda: ns.depthwise_conv2d(x, w, bias, stride, padding, dilation, relu)),
-            )
-            for name, ns in namespaces
-        ]
-        compile_fn = None
-        if budget.take("depthwise_conv2d", "fwd"):
-
-            def compile_fn() -> Callable[[], Any]:
-                f = compiled(reference.depthwise_conv2d)
-                return lambda: f(x, w, bias, stride, padding, dilation, relu)
-
+        fargs = (x, w, bias, stride, padding, dilation, relu)
         cases.append(
-            Case(
-                "depthwise_conv2d",
-                "fwd",
-                s.label,
-                dict(common),
-                cost.mac_bytes,
-                cost.flops,
-                _providers(
-                    kernels,
-                    lambda: reference.depthwise_conv2d(x, w, bias, stride, padding, dilation, relu),
-                    compile_fn,
-                    cost.mac_bytes,
-                    dtype,
-                    device,
-                ),
+            _op_case(
+                "depthwise_conv2d", "fwd", s.label, dict(common), cost, namespaces, "depthwise_conv2d", fargs,
+                reference.depthwise_conv2d, fargs, budget, dtype, device,
             )
         )
     if "bwd" in directions:
@@ -477,43 +369,12 @@ def _depthwise_cases(
         cost = mac.depthwise_conv2d_backward_cost(
             x.shape, (k, k), elem, stride=stride, padding=padding, relu=relu, output_mask=mask
         )
-        kernels = [
-            (
-                f"kernel_{name}",
-                (
-                    lambda ns=ns: (
-                        lambda: ns.depthwise_conv2d_backward(
-                            grad, x, w, None, stride, padding, dilation, mask
-                        )
-                    )
-                ),
-            )
-            for name, ns in namespaces
-        ]
-        bargs = (grad, x, w, None, stride, padding, True)
-        compile_fn = None
-        if budget.take("depthwise_conv2d", "bwd"):
-
-            def compile_fn() -> Callable[[], Any]:
-                f = compiled(ref_depthwise_conv2d_backward)
-                return lambda: f(*bargs)
-
         cases.append(
-            Case(
-                "depthwise_conv2d",
-                "bwd",
-                s.label,
-                dict(common),
-                cost.mac_bytes,
-                cost.flops,
-                _providers(
-                    kernels,
-                    lambda: ref_depthwise_conv2d_backward(*bargs),
-                    compile_fn,
-                    cost.mac_bytes,
-                    dtype,
-                    device,
-                ),
+            _op_case(
+                "depthwise_conv2d", "bwd", s.label, dict(common), cost, namespaces, "depthwise_conv2d_backward",
+                (grad, x, w, None, stride, padding, dilation, mask),
+                ref_depthwise_conv2d_backward, (grad, x, w, None, stride, padding, True),
+                budget, dtype, device,
             )
         )
     return cases
