@@ -83,8 +83,9 @@ def resolve(op: str, backend: str, tensor: Tensor) -> str:
         if backend == "auto" and has_triton_ops():
             return "shufflenet_triton"
         raise RuntimeError(
-            f"{op}: the CUDA kernels were not built into shufflenet_kernels._C (rebuild with nvcc "
-            "available and SHUFFLENET_NO_CUDA unset), and no Triton fallback is available"
+            f"{op}: the CUDA kernels were not built into shufflenet_kernels._C (rebuild with CUDA_HOME "
+            "set to a CUDA toolkit matching torch's, and SHUFFLENET_NO_CUDA unset), and no Triton "
+            "fallback is available"
         )
     return "shufflenet"
 
