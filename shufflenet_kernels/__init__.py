@@ -12,9 +12,13 @@ from __future__ import annotations
 
 # Importing ops registers the fake kernels and autograd of the native ops.
 from . import _loader, functional, fusion, models, nn, ops, reference  # noqa: F401
-from ._loader import NATIVE_AVAILABLE, has_cuda_kernels
+from ._loader import NATIVE_AVAILABLE, has_cuda_kernels, load_triton_kernels
 from .accelerate import accelerate
 from .backend import has_triton_ops
+
+# Registers torch.ops.shufflenet_triton.* when Triton is importable (a no-op without
+# it). Last, because the Triton package imports shufflenet_kernels.ops.
+load_triton_kernels()
 
 __version__ = "0.1.0"
 

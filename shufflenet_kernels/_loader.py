@@ -1,14 +1,22 @@
-"""Loads the compiled extension ``shufflenet_kernels._C``.
+"""Loads the compiled extension ``shufflenet_kernels._C``, and the Triton ops.
 
 Importing ``_C`` runs its static ``TORCH_LIBRARY`` registrations: after that the
 ops live in ``torch.ops.shufflenet``. When it cannot load (not built, or built
 against another torch), a warning says why and ``NATIVE_AVAILABLE`` is False.
+
+``load_triton_kernels()`` (run by the package's ``__init__``) imports
+``shufflenet_kernels.triton_kernels`` when Triton is importable, which registers
+``torch.ops.shufflenet_triton``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -57,6 +65,69 @@ def has_cuda_kernels() -> bool:
     if not NATIVE_AVAILABLE:
         return False
     return torch._C._dispatch_has_kernel_for_dispatch_key("shufflenet::channel_shuffle", "CUDA")
+
+
+_TRITON_PACKAGE = __name__.rpartition(".")[0] + ".triton_kernels"
+_triton_load_tried = False
+
+
+def _source_checkout_triton_kernels() -> ModuleType | None:
+    """``triton_kernels/`` of a source checkout built in place (``setup.py build_ext --inplace``).
+
+    Installed (also editable), the folder is the subpackage ``shufflenet_kernels.triton_kernels``
+    (``package_dir`` in pyproject.toml). Run from the checkout itself it is a sibling of the
+    package; it is loaded under the same name then. Only our own checkout's folder is
+    taken (``csrc/ops.cpp`` next to it), never another top-level ``triton_kernels``.
+    """
+    root = Path(__file__).resolve().parent.parent
+    init = root / "triton_kernels" / "__init__.py"
+    if not (init.is_file() and (root / "csrc" / "ops.cpp").is_file()):
+        return None
+    spec = importlib.util.spec_from_file_location(
+        _TRITON_PACKAGE, init, submodule_search_locations=[str(init.parent)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_TRITON_PACKAGE] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_TRITON_PACKAGE]
+        raise
+    sys.modules[__name__.rpartition(".")[0]].triton_kernels = module  # as the import system does
+    return module
+
+
+def load_triton_kernels() -> ModuleType | None:
+    """Imports ``shufflenet_kernels.triton_kernels``, registering ``torch.ops.shufflenet_triton``.
+
+    Called when the package is imported. Returns None, registering nothing, when Triton
+    is not installed; a Triton install that fails to import gives a warning, not an
+    error, so the native ops stay usable.
+    """
+    global _triton_load_tried
+    if _TRITON_PACKAGE in sys.modules:
+        return sys.modules[_TRITON_PACKAGE]
+    if _triton_load_tried:  # failed before: do not retry (and warn) on every call
+        return None
+    _triton_load_tried = True
+    if importlib.util.find_spec("triton") is None:
+        return None
+    try:
+        try:
+            return importlib.import_module(_TRITON_PACKAGE)
+        except ModuleNotFoundError as exc:
+            if exc.name != _TRITON_PACKAGE:
+                raise
+            return _source_checkout_triton_kernels()
+    except Exception as exc:  # a broken Triton install must not break the native ops
+        warnings.warn(
+            f"shufflenet_kernels: Triton is installed but the Triton ops could not be registered ({exc!r}); "
+            "torch.ops.shufflenet_triton is unavailable.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
 
 
 if NATIVE_AVAILABLE and torch.cuda.is_available() and not has_cuda_kernels():

@@ -47,11 +47,11 @@ AUTO_CHOICE: dict[str, str] = {
 
 
 def has_triton_ops() -> bool:
-    """True when the Triton ops (``torch.ops.shufflenet_triton``) are registered."""
-    try:
-        from . import triton_kernels  # noqa: F401
-    except ImportError:
-        return False
+    """True when the Triton ops (``torch.ops.shufflenet_triton``) are registered.
+
+    Importing the package registers them when Triton is importable.
+    """
+    _loader.load_triton_kernels()  # already done on import: a dict lookup
     return hasattr(torch.ops, "shufflenet_triton") and hasattr(torch.ops.shufflenet_triton, "channel_shuffle")
 
 

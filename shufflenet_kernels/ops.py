@@ -38,7 +38,12 @@ def output_memory_format(t: Tensor) -> torch.memory_format:
 
 
 def conv_output_size(size: Any, kernel: int, stride: int, padding: int, dilation: int) -> Any:
-    """Output extent of a convolution along one dimension."""
+    """Output extent of a convolution along one dimension.
+
+    Meaningful only when the padded input holds one dilated window
+    (``size + 2*padding >= dilation*(kernel - 1) + 1``); ``check_depthwise_conv2d_args``
+    checks that first.
+    """
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -142,10 +147,17 @@ def check_depthwise_conv2d_args(
         torch._check(stride[d] > 0, lambda: f"{op}: stride must be positive, got {list(stride)}")
         torch._check(padding[d] >= 0, lambda: f"{op}: padding must be non-negative, got {list(padding)}")
         torch._check(dilation[d] > 0, lambda: f"{op}: dilation must be positive, got {list(dilation)}")
-        o = conv_output_size(input.shape[2 + d], k, stride[d], padding[d], dilation[d])
-        torch._check(o > 0, lambda: f"{op}: input spatial size {tuple(input.shape[2:])} is too small for kernel "
-                     f"{tuple(weight.shape[2:])} with padding {list(padding)} and dilation {list(dilation)}")
-        out.append(o)
+        # The padded input must hold one whole dilated window (checked on the sizes
+        # themselves, not on the output size, whose rounding hides a short input).
+        padded = input.shape[2 + d] + 2 * padding[d]
+        window = dilation[d] * (k - 1) + 1
+        torch._check(
+            padded >= window,
+            lambda d=d, padded=padded, window=window: f"{op}: input spatial size {list(input.shape[2:])} is too "
+            f"small for kernel {list(weight.shape[2:])} with padding {list(padding)} and dilation "
+            f"{list(dilation)} (dim {d}: padded input extent {padded} < dilated kernel extent {window})",
+        )
+        out.append(conv_output_size(input.shape[2 + d], k, stride[d], padding[d], dilation[d]))
     if bias is not None:
         _check_same(input, bias, op, "bias")
         torch._check(bias.dim() == 1 and bias.shape[0] == channels,

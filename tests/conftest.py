@@ -16,12 +16,8 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# Also registers torch.ops.shufflenet_triton when Triton is importable.
 import shufflenet_kernels  # noqa: E402,F401
-
-try:  # registers torch.ops.shufflenet_triton when Triton is importable
-    import shufflenet_kernels.triton_kernels  # noqa: E402,F401
-except ImportError:
-    pass
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

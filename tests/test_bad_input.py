@@ -233,6 +233,11 @@ BAD: list[Bad] = [
         ("input-rank5", "input", lambda c: dict(input=c.t(2, 4, 6, 6, 1))),
         ("input-int64", "input", lambda c: dict(input=c.t(2, 4, 6, 6, dtype=i64))),
         ("input-too-small", "input", lambda c: dict(input=c.t(2, 4, 2, 2), padding=[0, 0])),
+        # Shorter than the window, yet (in + 2p - d(k-1) - 1) / s + 1 == 1 when the division
+        # truncates toward zero: caught only by checking the padded extent itself.
+        ("input-too-small-stride2", "input", lambda c: dict(input=c.t(2, 4, 2, 2), padding=[0, 0], stride=[2, 2])),
+        ("input-too-small-dilated", "input",
+         lambda c: dict(input=c.t(2, 4, 4, 6), padding=[0, 0], dilation=[3, 1], stride=[4, 1])),
         ("weight-rank3", "weight", lambda c: dict(weight=c.t(4, 3, 3))),
         ("weight-channels", "weight", lambda c: dict(weight=c.t(5, 1, 3, 3))),
         ("weight-dim1", "weight", lambda c: dict(weight=c.t(4, 2, 3, 3))),
@@ -267,6 +272,9 @@ BAD: list[Bad] = [
         ("weight-channels", "weight", lambda c: dict(weight=c.t(5, 1, 3, 3))),
         ("kernel-9x9", "weight", lambda c: dict(weight=c.t(4, 1, 9, 9), padding=[4, 4])),
         ("stride0", "stride", lambda c: dict(stride=[0, 1])),
+        ("input-too-small-stride2", "input", lambda c: dict(
+            grad_output=c.t(2, 4, 1, 1), input=c.t(2, 4, 2, 2), relu_output=c.pos(2, 4, 1, 1), padding=[0, 0],
+            stride=[2, 2])),
         ("padding-neg", "padding", lambda c: dict(padding=[-1, 1])),
         ("dilation0", "dilation", lambda c: dict(dilation=[1, 0])),
         ("output_mask-length", "output_mask", lambda c: dict(output_mask=[True, True])),
@@ -375,3 +383,56 @@ def test_float64_rejected_on_cuda(target: Target, op: str) -> None:
     checked_first = "input" if "input" in args else SCHEMA_ARGS[op][0]
     with pytest.raises(RuntimeError, match=rf"\b{checked_first}\b"):
         target.call(op, args)
+
+
+# ---- input smaller than the dilated kernel ------------------------------------------
+
+# (H, W, kernel, stride, padding, dilation): the padded input is shorter than the
+# dilated window in at least one dim, though truncating division would give one output.
+TOO_SMALL = [
+    pytest.param(2, 2, 3, (2, 2), (0, 0), (1, 1), id="2x2-k3-s2"),
+    pytest.param(4, 6, 3, (4, 1), (0, 0), (3, 1), id="4x6-k3-s4-d3"),
+    pytest.param(5, 1, 3, (1, 2), (1, 0), (1, 1), id="5x1-k3-w-only"),
+    pytest.param(1, 1, 5, (3, 3), (1, 1), (1, 1), id="1x1-k5-p1-s3"),
+]
+
+
+@pytest.mark.parametrize("h,w,k,stride,padding,dilation", TOO_SMALL)
+@pytest.mark.parametrize("target", TARGETS)
+def test_input_smaller_than_dilated_kernel_raises(
+    target: Target, h: int, w: int, k: int, stride: tuple, padding: tuple, dilation: tuple
+) -> None:
+    """Like F.conv2d (and the fake kernel), every implementation refuses an input the
+    dilated kernel does not fit in, forward and backward, and says why; it does not
+    return the sum of a partial window."""
+    ctx = Ctx(target.device, target.other_device)
+    x, wt = ctx.t(1, 4, h, w), ctx.t(4, 1, k, k)
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.conv2d(x.cpu(), wt.cpu(), None, stride, padding, dilation, groups=4)
+    conv = dict(stride=list(stride), padding=list(padding), dilation=list(dilation))
+    expected = (rf"input spatial size \[{h}, {w}\] is too small for kernel \[{k}, {k}\] with padding "
+                rf"\[{padding[0]}, {padding[1]}\] and dilation \[{dilation[0]}, {dilation[1]}\]")
+    with pytest.raises(RuntimeError, match=expected):
+        target.call("depthwise_conv2d", dict(input=x, weight=wt, bias=ctx.t(4), relu=False, **conv))
+    if not target.supports("depthwise_conv2d_backward"):
+        return
+    # The output size truncating division gives: at least 1 in every dim.
+    out = [max(1, (s + 2 * p - d * (k - 1) - 1) // st + 1)
+           for s, p, d, st in zip((h, w), padding, dilation, stride, strict=True)]
+    with pytest.raises(RuntimeError, match=expected):
+        target.call("depthwise_conv2d_backward", dict(
+            grad_output=ctx.t(1, 4, *out), input=x, weight=wt, relu_output=None,
+            output_mask=[True, True, True], **conv))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_input_exactly_one_window_runs(target: Target) -> None:
+    """The boundary stays valid: a padded input exactly one dilated window long gives one output."""
+    ctx = Ctx(target.device, target.other_device)
+    x, wt = ctx.t(1, 4, 3, 5), ctx.t(4, 1, 3, 3)
+    out = target.call("depthwise_conv2d", dict(input=x, weight=wt, bias=None, stride=[2, 2], padding=[0, 0],
+                                               dilation=[1, 2], relu=False))
+    assert tuple(out.shape) == (1, 4, 1, 1)
+    if target.device == "cpu":
+        ref = torch.nn.functional.conv2d(x, wt, None, 2, 0, (1, 2), groups=4)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -9,8 +9,11 @@ instead of passing with the GPU tests skipped.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -110,3 +113,100 @@ def test_triton_ops_registered() -> None:
         triton = getattr(torch.ops.shufflenet_triton, op).default._schema
         assert [a.name for a in triton.arguments] == [a.name for a in native.arguments], op
         assert len(triton.returns) == len(native.returns), op
+
+
+# ---- what `import shufflenet_kernels` registers (fresh interpreters) ---------------
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a new interpreter from the repository root (this environment,
+    the Triton interpreter chosen as in conftest when there is no GPU)."""
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("TRITON_INTERPRET", "1")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+@needs_native
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
+def test_package_import_registers_triton_ops() -> None:
+    """``import shufflenet_kernels`` alone registers ``torch.ops.shufflenet_triton``
+    (README and package docstring), and the ops run."""
+    proc = _fresh_python("""
+        import sys
+        import torch
+        import shufflenet_kernels
+
+        ops = torch.ops.shufflenet_triton
+        assert hasattr(ops, "channel_shuffle") and hasattr(ops, "depthwise_conv2d_backward"), "not registered"
+        assert shufflenet_kernels.has_triton_ops()
+        import shufflenet_kernels.triton_kernels as tk  # the same module, not a second registration
+        assert tk is sys.modules["shufflenet_kernels.triton_kernels"] and tk.HAS_TRITON
+        x = torch.arange(2 * 6 * 3, dtype=torch.float32).reshape(2, 6, 3)
+        assert torch.equal(ops.channel_shuffle(x, 3), torch.nn.functional.channel_shuffle(x, 3))
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+
+
+@needs_native
+def test_package_imports_without_triton() -> None:
+    """Without Triton the package still imports, with the native ops and no Triton ones."""
+    proc = _fresh_python("""
+        import sys
+        sys.modules["triton"] = None  # as if Triton were not installed
+        import torch
+        import shufflenet_kernels
+        from shufflenet_kernels import functional as F
+
+        assert not shufflenet_kernels.has_triton_ops()
+        assert not hasattr(torch.ops.shufflenet_triton, "channel_shuffle")
+        x = torch.randn(2, 6, 3, 3)
+        assert torch.equal(F.channel_shuffle(x, 3), torch.nn.functional.channel_shuffle(x, 3))
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+
+
+@needs_native
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
+def test_package_imports_with_broken_triton() -> None:
+    """A Triton install that fails to import gives a warning, not an import error."""
+    proc = _fresh_python("""
+        import importlib.abc
+        import importlib.machinery
+        import sys
+        import warnings
+
+        class _Broken(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+            def find_spec(self, name, path=None, target=None):
+                if name == "triton":
+                    return importlib.machinery.ModuleSpec(name, self)
+                return None
+
+            def create_module(self, spec):
+                return None
+
+            def exec_module(self, module):
+                raise ImportError("triton is broken here")
+
+        sys.meta_path.insert(0, _Broken())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import torch
+            import shufflenet_kernels
+        assert any("Triton ops could not be registered" in str(w.message) for w in caught), caught
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # warned once, on import; not again on every query
+            assert not shufflenet_kernels.has_triton_ops()
+        x = torch.randn(2, 6, 3, 3)
+        assert torch.equal(torch.ops.shufflenet.channel_shuffle(x, 3), torch.nn.functional.channel_shuffle(x, 3))
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr

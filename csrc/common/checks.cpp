@@ -113,9 +113,15 @@ std::array<int64_t, 2> check_depthwise_conv2d_args(
     TORCH_CHECK(stride[d] > 0, op, ": stride must be positive, got ", stride);
     TORCH_CHECK(padding[d] >= 0, op, ": padding must be non-negative, got ", padding);
     TORCH_CHECK(dilation[d] > 0, op, ": dilation must be positive, got ", dilation);
+    // The padded input must hold at least one whole dilated window. Checked before
+    // conv_output_size, whose integer division truncates toward zero and would turn
+    // a negative numerator (input smaller than the window) into one output.
+    const int64_t padded = input.size(2 + d) + 2 * padding[d];
+    const int64_t window = dilation[d] * (k - 1) + 1;
+    TORCH_CHECK(padded >= window, op, ": input spatial size ", input.sizes().slice(2), " is too small for kernel ",
+                weight.sizes().slice(2), " with padding ", padding, " and dilation ", dilation, " (dim ", d,
+                ": padded input extent ", padded, " < dilated kernel extent ", window, ")");
     out[d] = conv_output_size(input.size(2 + d), k, stride[d], padding[d], dilation[d]);
-    TORCH_CHECK(out[d] > 0, op, ": input spatial size ", input.sizes().slice(2), " is too small for kernel ",
-                weight.sizes().slice(2), " with padding ", padding, " and dilation ", dilation);
   }
   if (bias.has_value() && bias->defined()) {
     check_same_dtype_device(input, *bias, op, "bias");
