@@ -311,6 +311,7 @@ def test_gradcheck_convs_fast_mode(cl: bool) -> None:
     )
 
 
+@pytest.mark.slow  # ~20 s interpreted; test_gradcheck_convs_fast_mode covers the same ops
 def test_gradcheck_convs_full() -> None:
     x = _leaf(1, 2, 4, 3)
     w, bias = _leaf(2, 1, 3, 3), _leaf(2)
