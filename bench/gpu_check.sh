@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# One call that turns a CUDA machine into measurements: build, GPU tests,
+# compute-sanitizer, the benchmark suite. Made for a machine lent for minutes,
+# where nothing can be downloaded: the whole check fits in about 9 minutes, each
+# step has a time budget, a failing step is recorded and the next ones still run,
+# and everything lands in one folder of at most 8 files:
+#
+#   summary.md            step, status, seconds; GPU, driver, versions, commit, date
+#   steps.log             the full output of every step
+#   ops_results.json      python -m bench: ops and units (results.json)
+#   ops_report.md         ... and its report
+#   models_results.json   python -m bench: whole models, batch 1 / 32 / 256
+#   models_report.md      ... and its report
+#
+# Usage: bench/gpu_check.sh [--dry-run] [--wheels DIR] [--out DIR]
+#   --dry-run    every step but the GPU ones (those are listed as skipped): checks
+#                the script, the tools and the output folder on a machine without a GPU
+#   --wheels DIR install the wheels in DIR first (packages the machine lacks, e.g.
+#                expecttest for opcheck: `pip download expecttest -d DIR` beforehand)
+#   --out DIR    output folder (default: $OUT when set, else bench/out/gpu_check)
+# Env: PYTHON (default python3), BUDGET_SCALE (multiplies every step's time budget).
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+PYTHON="${PYTHON:-python3}"
+DRY_RUN=0
+WHEELS=""
+OUT_DIR="${OUT:-$ROOT/bench/out/gpu_check}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --wheels) WHEELS="$2"; shift ;;
+    --out) OUT_DIR="$2"; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+SUMMARY="$OUT_DIR/summary.md"
+LOG="$OUT_DIR/steps.log"
+SCRATCH="$(mktemp -d)"
+trap 'rm -rf "$SCRATCH"' EXIT
+: >"$LOG"
+START=$SECONDS
+FAILED=0
+ROWS=()
+
+# run_step NAME BUDGET_S COMMAND...: runs COMMAND with a time limit, appends its
+# output to steps.log and a row to the summary; never stops the script.
+run_step() {
+  local name="$1" budget="$2"
+  shift 2
+  budget=$(awk -v b="$budget" -v s="${BUDGET_SCALE:-1}" 'BEGIN { printf "%d", b * s }')
+  echo "== $name (budget ${budget}s): $*" | tee -a "$LOG"
+  local t0=$SECONDS status
+  timeout --kill-after=10 "$budget" "$@" >>"$LOG" 2>&1
+  status=$?
+  local took=$((SECONDS - t0)) verdict="passed"
+  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    verdict="TIMED OUT"
+  elif [ "$status" -ne 0 ]; then
+    verdict="FAILED (exit $status)"
+  fi
+  [ "$verdict" = passed ] || FAILED=1
+  echo "-- $name: $verdict in ${took}s" | tee -a "$LOG"
+  ROWS+=("| $name | $verdict | $took | ${budget} |")
+}
+
+# gpu_step NAME BUDGET_S DRY_COMMAND -- COMMAND...: COMMAND on a GPU; with --dry-run,
+# DRY_COMMAND (a shell string checking what can be checked without a GPU) instead.
+gpu_step() {
+  local name="$1" budget="$2" dry="$3"
+  shift 4
+  if [ "$DRY_RUN" = 1 ]; then
+    run_step "$name [dry run: $dry]" "$budget" bash -c "$dry"
+  else
+    run_step "$name" "$budget" "$@"
+  fi
+}
+
+# bench_to PREFIX ARGS...: python -m bench, its results and report renamed into OUT_DIR.
+bench_to() {
+  local prefix="$1"
+  shift
+  "$PYTHON" -m bench --no-plots --out "$SCRATCH/$prefix" "$@" || return $?
+  cp "$SCRATCH/$prefix/results.json" "$OUT_DIR/${prefix}_results.json"
+  cp "$SCRATCH/$prefix/report.md" "$OUT_DIR/${prefix}_report.md"
+}
+export -f bench_to
+export PYTHON SCRATCH OUT_DIR
+
+# The environment, first: it is what makes the numbers comparable.
+environment() {
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | head -n 1)"
+  else
+    echo "- GPU: none (nvidia-smi not found)"
+  fi
+  echo "- nvcc: $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'not found')"
+  echo "- compute-sanitizer: $(command -v compute-sanitizer || echo 'not on PATH')"
+  "$PYTHON" - <<'EOF' 2>&1 | sed 's/^/- /'
+import platform, torch
+print(f"python: {platform.python_version()}")
+print(f"torch: {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})")
+try:
+    import triton
+    print(f"triton: {triton.__version__}")
+except ImportError:
+    print("triton: not installed")
+print(f"cuda available: {torch.cuda.is_available()}")
+EOF
+}
+
+if [ "$DRY_RUN" = 0 ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check.sh: no CUDA device visible to torch; use --dry-run on a machine without one" >&2
+  exit 2
+fi
+
+if [ -n "$WHEELS" ]; then
+  run_step "install carried wheels" 60 "$PYTHON" -m pip install --no-index --no-deps "$WHEELS"/*.whl
+fi
+# Build with the CUDA kernels required: a silent CPU-only build would make every
+# GPU test skip or fall back.
+gpu_step "build" 240 "test -f shufflenet_kernels/_C.abi3.so" -- \
+  env MAX_JOBS="$(nproc)" SHUFFLENET_CUDA=1 "$PYTHON" -m pip install --no-build-isolation --no-deps -e "$ROOT"
+gpu_step "build check" 60 "$PYTHON -m pytest -q -p no:cacheprovider tests/test_build.py" -- \
+  env SHUFFLENET_EXPECT_CUDA=1 SHUFFLENET_EXPECT_TRITON=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_build.py
+# The GPU tests: all of them, with a time budget rather than stopping at the first failure.
+gpu_step "pytest -m gpu" 150 "$PYTHON -m pytest -q -p no:cacheprovider -m gpu --collect-only" -- \
+  "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu -rf --durations=15
+gpu_step "compute-sanitizer memcheck + racecheck" 100 "bash -n tests/cuda_sanitize.sh" -- \
+  env PYTHON="$PYTHON" tests/cuda_sanitize.sh
+# The dry runs time one tiny case of each family on the CPU, so the bench's arguments,
+# its output files and their renaming are checked too.
+OPS_ARGS=(--ops channel_shuffle concat_shuffle pointwise_conv depthwise_conv2d units)
+DRY_BENCH="--device cpu --quick --dtypes float32 --batch 1 --max-shapes 1 --reps 1 --compile-limit 0"
+gpu_step "bench: ops and units (fp16, fp32; batch 32, 256)" 150 \
+  "bench_to ops ${OPS_ARGS[*]} $DRY_BENCH --layouts channels_last --directions fwd" -- \
+  bash -c 'bench_to "$@"' _ ops --device cuda --quick "${OPS_ARGS[@]}" \
+  --dtypes float16 float32 --batch 32 256 --max-shapes 4
+gpu_step "bench: models (fp16, fp32; batch 1, 32, 256)" 120 \
+  "bench_to models --ops models $DRY_BENCH --layouts channels_last" -- \
+  bash -c 'bench_to "$@"' _ models --device cuda --quick --ops models --dtypes float16 float32 --batch 1 32 256
+
+{
+  echo "# GPU check$([ "$DRY_RUN" = 1 ] && echo ' (dry run: GPU steps skipped)')"
+  echo
+  environment
+  echo
+  echo "| step | result | seconds | budget |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "Total: $((SECONDS - START)) s. Full output: steps.log."
+} >"$SUMMARY"
+cat "$SUMMARY"
+exit "$FAILED"
