@@ -210,6 +210,20 @@ def test_accelerated_model_fx_symbolic_trace(make, train: bool) -> None:
         torch.testing.assert_close(traced.eval()(x), fast.eval()(x), **TOL)
 
 
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: reference.ShuffleV2Unit(24, 24, 1), id="v2-split"),
+    pytest.param(lambda: reference.ShuffleV2Unit(24, 48, 2), id="v2-stride2"),
+    pytest.param(lambda: reference.ShuffleV1Unit(24, 24, 3, 1), id="v1-g3"),
+    pytest.param(lambda: reference.ShuffleV1Unit(24, 48, 3, 2), id="v1-g3-stride2"),
+])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_accelerated_unit_fx_symbolic_trace(make, train: bool) -> None:
+    fast = sk.accelerate(randomize(make())).train(train)
+    traced = torch.fx.symbolic_trace(copy.deepcopy(fast))
+    x = torch.randn(2, 24, 8, 8)
+    torch.testing.assert_close(traced(x), fast(x), rtol=0, atol=0)
+
+
 def test_accelerated_model_fx_trace_follows_parameter_changes() -> None:
     """The folded weights are computed by the graph, not frozen at trace time."""
     fast = sk.accelerate(randomize(models.reference_shufflenet_v2(0.5, 10))).eval()
