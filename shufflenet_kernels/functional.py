@@ -4,12 +4,17 @@ Every function keeps the input's memory format (NCHW in -> NCHW out,
 channels_last in -> channels_last out), accepts channel slices of larger tensors
 (``x.chunk(2, 1)[1]``) without copying them, and is differentiable.
 ``backend`` picks the implementation on GPU tensors (see ``shufflenet_kernels.backend``).
+
+The four functions are leaves for ``torch.fx.symbolic_trace`` (``torch.fx.wrap``): a
+traced graph calls them, so the implementation is still chosen from the tensors'
+device when the graph runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from . import backend as _backend
@@ -25,6 +30,7 @@ def _pair(v: int | Sequence[int], name: str) -> list[int]:
     return v
 
 
+@torch.fx.wrap
 def channel_shuffle(input: Tensor, groups: int, *, backend: Backend = "auto") -> Tensor:
     """Channel shuffle, same result as ``torch.nn.functional.channel_shuffle``.
 
@@ -34,6 +40,7 @@ def channel_shuffle(input: Tensor, groups: int, *, backend: Backend = "auto") ->
     return _backend.op("channel_shuffle", backend, input)(input, groups)
 
 
+@torch.fx.wrap
 def concat_shuffle(a: Tensor, b: Tensor, groups: int = 2, *, backend: Backend = "auto") -> Tensor:
     """``channel_shuffle(torch.cat([a, b], 1), groups)`` in one pass.
 
@@ -44,6 +51,7 @@ def concat_shuffle(a: Tensor, b: Tensor, groups: int = 2, *, backend: Backend = 
     return _backend.op("concat_shuffle", backend, a)(a, b, groups)
 
 
+@torch.fx.wrap
 def pointwise_conv(
     input: Tensor,
     weight: Tensor,
@@ -64,6 +72,7 @@ def pointwise_conv(
     return _backend.op("pointwise_conv", backend, input)(input, weight, bias, groups, shuffle_groups, relu)
 
 
+@torch.fx.wrap
 def depthwise_conv2d(
     input: Tensor,
     weight: Tensor,

@@ -9,6 +9,11 @@
   unfused modules, and the running statistics update exactly as they would there.
 * ``FoldCache`` memoises folded tensors on the identity and version counters of
   the tensors they were computed from.
+
+``fold_conv_bn`` and ``shuffled_batch_norm`` are leaves for ``torch.fx.symbolic_trace``
+(``torch.fx.wrap``): a traced graph calls them on the live modules, so it folds the
+current running statistics and updates them (``num_batches_tracked`` included) as
+eager mode does, instead of holding values read at trace time.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ T = TypeVar("T")
 
 __all__ = [
     "FoldCache",
+    "is_tracing",
     "bn_can_fold",
     "bn_scale_shift",
     "fold_conv_bn",
@@ -32,6 +38,15 @@ __all__ = [
     "shuffled_batch_norm",
     "to_shuffled_order",
 ]
+
+
+def is_tracing() -> bool:
+    """True while ``torch.compile``/``torch.export`` or ``torch.fx.symbolic_trace`` traces the caller.
+
+    Tracing records the computation: caches and in-place shortcuts that depend on the
+    values at hand are skipped then.
+    """
+    return torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
 
 def _acc(t: Tensor) -> Tensor:
@@ -63,6 +78,7 @@ def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return scale, shift
 
 
+@torch.fx.wrap
 def fold_conv_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """Folds eval-mode ``bn`` into a convolution: ``bn(conv(x, weight, bias)) == conv(x, w, b)``.
 
@@ -89,6 +105,7 @@ def from_shuffled_order(v: Tensor, groups: int) -> Tensor:
     return v.view(-1, groups).t().reshape(-1)
 
 
+@torch.fx.wrap
 def shuffled_batch_norm(x: Tensor, bn: nn.BatchNorm2d, groups: int) -> Tensor:
     """``channel_shuffle(bn(y), groups)`` given ``x = channel_shuffle(y, groups)``.
 
@@ -136,7 +153,7 @@ class FoldCache(Generic[T]):
     counter (bumped by every in-place write: optimizer steps, ``load_state_dict``,
     ``copy_``), so any change of a source recomputes the value. The
     cache is bypassed (value recomputed on every call) while ``torch.compile`` traces,
-    so the fold becomes part of the compiled graph, and when autograd must reach the
+    (``torch.compile`` or ``torch.fx``), so the fold becomes part of the graph, and when autograd must reach the
     sources (grad enabled and a source requires grad), so gradients flow through the
     fold. Copies and pickles of a module start with an empty cache.
     """
@@ -162,7 +179,7 @@ class FoldCache(Generic[T]):
 
     def get(self, sources: Sequence[Tensor | None], compute: Callable[[], T], extra: tuple = ()) -> T:
         """The cached value for ``sources`` (and hashable ``extra``), computing it when stale."""
-        if torch.compiler.is_compiling():
+        if is_tracing():
             return compute()
         if torch.is_grad_enabled() and any(s is not None and s.requires_grad for s in sources):
             return compute()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -167,3 +169,85 @@ def test_accelerated_model_compile_reduce_overhead_cuda() -> None:
         for _ in range(3):
             out = fast(x)
         torch.testing.assert_close(out, ref(x), **TOL)
+
+
+# ---- torch.fx and torch.export -------------------------------------------------------
+
+
+def _fx_models() -> list:
+    def tv_v2():
+        return _torchvision().models.shufflenet_v2_x0_5(num_classes=10)
+
+    return [
+        pytest.param(tv_v2, id="torchvision-v2"),
+        pytest.param(lambda: models.reference_shufflenet_v2(0.5, 10), id="ours-v2"),
+        pytest.param(lambda: models.reference_shufflenet_v1(3, 0.5, 10), id="ours-v1-g3"),
+    ]
+
+
+@pytest.mark.parametrize("make", _fx_models())
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_accelerated_model_fx_symbolic_trace(make, train: bool) -> None:
+    """torch.fx.symbolic_trace traces an accelerated model; the GraphModule computes what
+    the model does: same output and, in training, the same BN running statistics
+    (the graph calls the BN fold and the shuffled-order batch norm on the live modules)."""
+    torch.manual_seed(0)
+    fast = sk.accelerate(randomize(make())).train(train)
+    traced = torch.fx.symbolic_trace(copy.deepcopy(fast))
+    assert isinstance(traced, torch.fx.GraphModule)
+    # The graph starts at forward(): the channels_last entry hook is not part of it,
+    # so it gets the channels_last input the hook would give the model.
+    x = torch.randn(2, 3, 32, 32)  # 32x32 reaches stage 4 at 1x1: every unit still runs
+    for step in range(2):  # twice: a second call must see the updated statistics
+        with torch.no_grad():
+            y, yt = fast(x), traced(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(yt, y, rtol=0, atol=0, msg=lambda m, step=step: f"call {step}: {m}")
+    theirs = traced.state_dict()
+    for name, value in fast.state_dict().items():
+        torch.testing.assert_close(theirs[name], value, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
+    # An NCHW input gives the same values (up to the summation order of the layout).
+    with torch.no_grad():
+        torch.testing.assert_close(traced.eval()(x), fast.eval()(x), **TOL)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: reference.ShuffleV2Unit(24, 24, 1), id="v2-split"),
+    pytest.param(lambda: reference.ShuffleV2Unit(24, 48, 2), id="v2-stride2"),
+    pytest.param(lambda: reference.ShuffleV1Unit(24, 24, 3, 1), id="v1-g3"),
+    pytest.param(lambda: reference.ShuffleV1Unit(24, 48, 3, 2), id="v1-g3-stride2"),
+])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_accelerated_unit_fx_symbolic_trace(make, train: bool) -> None:
+    fast = sk.accelerate(randomize(make())).train(train)
+    traced = torch.fx.symbolic_trace(copy.deepcopy(fast))
+    x = torch.randn(2, 24, 8, 8)
+    torch.testing.assert_close(traced(x), fast(x), rtol=0, atol=0)
+
+
+def test_accelerated_model_fx_trace_follows_parameter_changes() -> None:
+    """The folded weights are computed by the graph, not frozen at trace time."""
+    fast = sk.accelerate(randomize(models.reference_shufflenet_v2(0.5, 10))).eval()
+    traced = torch.fx.symbolic_trace(fast)  # shares fast's modules
+    x = torch.randn(1, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        before = traced(x)
+        fast.stage2[0].branch2[1].running_var.mul_(4.0)
+        after = traced(x)
+        torch.testing.assert_close(after, fast(x), rtol=0, atol=0)
+    assert not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("make", _fx_models()[::2])
+def test_accelerated_model_torch_export(make) -> None:
+    """torch.export.export of an accelerated model (eval mode): the exported program
+    computes the model's output, with the fused ops in its graph."""
+    torch.manual_seed(0)
+    fast = sk.accelerate(randomize(make())).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        exported = torch.export.export(fast, (x,))
+        y = fast(x)
+        ye = exported.module()(x)
+    torch.testing.assert_close(ye, y, **TOL)
+    targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert any(t.startswith("shufflenet.") for t in targets), sorted(targets)

@@ -10,7 +10,9 @@ import torch
 from shufflenet_kernels import reference
 from tests.cases import concat_cases, depthwise_cases, pointwise_cases, shuffle_cases
 from tests.helpers import (
+    ALL_IMPLS,
     LAYOUTS,
+    Impl,
     assert_layout_kept,
     impl_params,
     make_input,
@@ -188,6 +190,84 @@ def test_pointwise_conv_dtypes(impl, case, layout, dtype):
 def test_pointwise_conv_epilogues(impl, case, bias, relu):
     _check_pointwise(impl, case, "channels_last", torch.float32, bias, relu)
     _check_pointwise(impl, case, "nchw", torch.float32, bias, relu)
+
+
+# A half-type conv whose bias cancels most of the conv sum: the result is small, so
+# rounding the conv sum to the output dtype before adding the bias (twice-rounded)
+# loses many of its ulps. One rounding of the float32 sum + bias stays within about
+# one ulp of the exact (float64) result of the same half-precision inputs.
+# (groups, shuffle_groups, layout)
+HALF_BIAS_CASES = [(1, 1, "nchw"), (1, 1, "channels_last"), (2, 2, "nchw"), (2, 4, "channels_last")]
+# The C++ CPU kernel still adds the bias to the rounded conv result.
+CPU_HALF_BIAS_XFAIL = pytest.mark.xfail(reason="CPU fix lands with the new CPU 1x1 kernel", strict=True)
+
+
+def _half_bias_params() -> list:
+    params = []
+    for p in ALL_IMPLS:  # small shapes: the interpreted Triton one too
+        impl = p.values[0]
+        marks = list(p.marks) + ([CPU_HALF_BIAS_XFAIL] if impl == Impl("shufflenet", "cpu") else [])
+        for groups, shuffle, layout in HALF_BIAS_CASES:
+            params.append(pytest.param(impl, groups, shuffle, layout, id=f"{p.id}-g{groups}-s{shuffle}-{layout}",
+                                       marks=marks))
+    return params
+
+
+def _half_bias_case(dtype: torch.dtype, groups: int, shuffle_groups: int, relu: bool) -> dict:
+    """Half-precision inputs (as float64), the exact result and the one-rounding error bound."""
+    n, hw, c_in, c_out = 2, 5, 32, 16
+    k = c_in // groups
+    g = torch.Generator().manual_seed(1)
+    # conv sums near 8 * k (inputs near 8, weights near 1); bias = -(mean sum) per channel
+    x = (8 + 0.05 * torch.randn(n, c_in, hw, hw, generator=g, dtype=torch.float64)).to(dtype).double()
+    w = (0.5 + torch.rand(c_out, k, 1, 1, generator=g, dtype=torch.float64)).to(dtype).double()
+    b = (-torch.nn.functional.conv2d(x, w, groups=groups).mean(dim=(0, 2, 3))).to(dtype).double()
+    exact = reference.pointwise_conv(x, w, b, groups, shuffle_groups, relu)  # float64: exact enough
+    magnitude = reference.pointwise_conv(x.abs(), w.abs(), b.abs(), groups, shuffle_groups, False)
+    assert float(exact.abs().max()) < 2.0**-3 * float(magnitude.max())  # the bias does cancel the sum
+    rounded = exact.to(dtype).abs()
+    ulp = (torch.nextafter(rounded, torch.full_like(rounded, float("inf"))) - rounded).double()
+    # One rounding: at most half an ulp; plus the float32 accumulation of k products.
+    bound = ulp + 2 * k * 2.0**-24 * magnitude
+    return dict(x=x, w=w, b=b, exact=exact, ulp=ulp, bound=bound)
+
+
+def _assert_rounded_once(out: torch.Tensor, case: dict) -> None:
+    err = (out.double() - case["exact"]).abs()
+    bad = err > case["bound"]
+    worst = int((err / case["ulp"]).argmax())
+    assert not bool(bad.any()), (
+        f"{int(bad.sum())} of {err.numel()} elements off by more than one rounding; worst "
+        f"{float((err / case['ulp']).flatten()[worst]):.1f} ulps (got {float(out.double().flatten()[worst])}, "
+        f"exact {float(case['exact'].flatten()[worst])})"
+    )
+
+
+@pytest.mark.parametrize("impl,groups,shuffle_groups,layout", _half_bias_params())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("relu", [False, True])
+def test_pointwise_conv_half_bias_rounds_once(impl, groups, shuffle_groups, layout, dtype, relu):
+    case = _half_bias_case(dtype, groups, shuffle_groups, relu)
+    x = case["x"].to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    dev = impl.device
+    out = impl.ops.pointwise_conv(x.to(dev), case["w"].to(dtype).to(dev), case["b"].to(dtype).to(dev),
+                                  groups, shuffle_groups, relu)
+    assert out.dtype == dtype
+    _assert_rounded_once(out.cpu(), case)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_bias_bound_catches_double_rounding(dtype):
+    """The bound above is tight enough to see the conv result rounded before the bias add."""
+    case = _half_bias_case(dtype, 1, 1, False)
+    conv = torch.nn.functional.conv2d(case["x"].float(), case["w"].float()).to(dtype)
+    twice = (conv.float() + case["b"].float().view(1, -1, 1, 1)).to(dtype)
+    with pytest.raises(AssertionError, match="off by more than one rounding"):
+        _assert_rounded_once(twice, case)
+    once = torch.nn.functional.conv2d(case["x"].float(), case["w"].float(), case["b"].float()).to(dtype)
+    _assert_rounded_once(once, case)
 
 
 # ---- depthwise_conv2d -------------------------------------------------------------

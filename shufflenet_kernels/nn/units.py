@@ -34,9 +34,9 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from .. import functional as F
-from .. import reference
+from .. import fusion, reference
 from ..backend import Backend, check_backend
-from ..fusion import FoldCache, bn_can_fold, fold_conv_bn, shuffled_batch_norm
+from ..fusion import FoldCache, bn_can_fold, is_tracing
 from ..ops import MAX_DEPTHWISE_KERNEL
 
 __all__ = ["ConvBNReLU", "ShuffleV1Unit", "ShuffleV2Unit", "parse_conv_chain"]
@@ -156,10 +156,11 @@ class _FusedBlock(nn.Module):
     def _folded(self) -> list[Folded]:
         """Per stage: (weight, bias) with its BN folded in, or None where the BN cannot fold."""
         stages = self._stages
-        if torch.compiler.is_compiling():
-            # Traced into the graph: no cache, plain attribute reads.
+        if is_tracing():
+            # Traced into the graph (torch.compile, torch.fx): no cache, plain attribute
+            # reads. fusion.* is looked up on the module so torch.fx sees its wrapped leaves.
             return [
-                fold_conv_bn(s.conv.weight, s.conv.bias, s.bn)
+                fusion.fold_conv_bn(s.conv.weight, s.conv.bias, s.bn)
                 if s.bn is not None and bn_can_fold(s.bn) else None
                 for s in stages
             ]
@@ -186,7 +187,7 @@ class _FusedBlock(nn.Module):
 
         def compute() -> list[Folded]:
             return [
-                fold_conv_bn(s.conv.weight, s.conv.bias, s.bn) if f and s.bn is not None else None
+                fusion.fold_conv_bn(s.conv.weight, s.conv.bias, s.bn) if f and s.bn is not None else None
                 for s, f in zip(stages, foldable, strict=True)
             ]
 
@@ -198,7 +199,7 @@ class _FusedBlock(nn.Module):
         if s.bn is None:
             return _run_conv(x, s.conv, s.conv.weight, s.conv.bias, s.relu, s.shuffle, self.backend)
         y = _run_conv(x, s.conv, s.conv.weight, s.conv.bias, False, s.shuffle, self.backend)
-        y = shuffled_batch_norm(y, s.bn, s.shuffle)
+        y = s.bn(y) if s.shuffle == 1 else fusion.shuffled_batch_norm(y, s.bn, s.shuffle)
         return torch.relu(y) if s.relu else y
 
     def _run_chain(self, x: Tensor, stages: list[ConvStage], folded: list[Folded]) -> Tensor:
@@ -341,7 +342,7 @@ class ShuffleV1Unit(_FusedBlock):
     def forward(self, x: Tensor) -> Tensor:
         y = self._run_chain(x, self._stages, self._folded())
         if self.stride == 1:
-            if not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            if not torch.is_grad_enabled() and not is_tracing():
                 return y.add_(x).relu_()  # y is this call's own buffer: reuse it
             return torch.relu(x + y)
         return torch.cat([torch.relu(TF.avg_pool2d(x, 3, 2, 1)), y], 1)
