@@ -108,8 +108,13 @@ def test_unbuilt_source_tree_says_so(tmp_path: Path) -> None:
     shutil.copytree(REPO / "shufflenet_kernels", checkout / "shufflenet_kernels",
                     ignore=shutil.ignore_patterns("__pycache__", "_C*"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-W", "always", "-c", "import shufflenet_kernels as sk; "
-                           "print(sk.NATIVE_AVAILABLE, sk.__file__)"],
+    # Without an editable install's finder, which would hand over the real checkout's _C:
+    # what a non-editable install sees.
+    script = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in "
+        "getattr(f, '__module__', '')]; import shufflenet_kernels as sk; print(sk.NATIVE_AVAILABLE, sk.__file__)"
+    )
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", script],
                           cwd=checkout, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("False " + str(checkout)), proc.stdout
