@@ -25,6 +25,7 @@
 #include "common/checks.h"
 #include "common/index.h"
 #include "cpu/cpu_kernels.h"
+#include "cpu/pointwise_onednn.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -71,6 +72,14 @@ at::Tensor shuffle_source_index(const PointwiseShape& p, const at::TensorOptions
   std::vector<int64_t> source(p.c_out);
   for (int64_t oc = 0; oc < p.c_out; ++oc) source[oc] = shuffle_source_channel(oc, p.c_out, p.shuffle_groups);
   return at::tensor(source, options.dtype(at::kLong));
+}
+
+// Output channel of each conv channel (the shuffle's destination), as an index:
+// maps rows computed in output order back to conv order.
+at::Tensor shuffle_dest_index(const PointwiseShape& p, const at::TensorOptions& options) {
+  std::vector<int64_t> dest(p.c_out);
+  for (int64_t oc = 0; oc < p.c_out; ++oc) dest[oc] = shuffle_dest_channel(oc, p.c_out, p.shuffle_groups);
+  return at::tensor(dest, options.dtype(at::kLong));
 }
 
 // Bias in output-channel order, the shuffle applied (undefined stays undefined).
@@ -250,6 +259,64 @@ PointwiseShape make_shape(const at::Tensor& input, const at::Tensor& weight, int
   return {input.size(0), input.size(1), weight.size(0), input.size(2) * input.size(3), groups, shuffle_groups};
 }
 
+// `y` with the strides of a dense tensor of its sizes in `fmt` (what the fake
+// kernel promises); copied only when they differ.
+at::Tensor with_output_strides(const at::Tensor& y, at::MemoryFormat fmt) {
+  at::Tensor out = at::empty(y.sizes(), y.options().memory_format(fmt));
+  if (out.strides() == y.strides()) return y;
+  out.copy_(y);
+  return out;
+}
+
+// oneDNN route: one oneDNN convolution with bias and ReLU fused (the shuffle
+// moved into the weight rows when groups == 1), or for groups > 1 the grouped
+// convolution followed by the channel shuffle. Undefined when oneDNN rejects it.
+at::Tensor forward_onednn(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool relu,
+                          const PointwiseShape& p, at::MemoryFormat fmt) {
+  at::Tensor w = weight, b = bias;
+  if (p.groups == 1 && p.shuffle_groups > 1) {
+    const at::Tensor source = shuffle_source_index(p, weight.options());
+    w = weight.index_select(0, source);
+    if (b.defined()) b = b.index_select(0, source);
+  }
+  at::Tensor y = onednn_conv1x1(input, w, b, p.groups, relu);
+  if (!y.defined()) return y;
+  if (p.groups > 1 && p.shuffle_groups > 1) y = channel_shuffle_cpu(y, p.shuffle_groups);
+  return with_output_strides(y, fmt);
+}
+
+// The GEMM route: BLAS GEMMs on strided views, the shuffle fused into where
+// they write, bias and ReLU in a second pass over the output (still in cache
+// for the NCHW grouped path).
+at::Tensor forward_gemm(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool relu,
+                        const PointwiseShape& p, at::MemoryFormat fmt) {
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  at::Tensor out = empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
+  const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()}).contiguous();
+  at::Tensor bias_acc;
+  if (bias.defined()) bias_acc = bias.to(at::toOpMathType(input.scalar_type())).contiguous();
+  if (cl && p.groups == 1) {
+    forward_nhwc_ungrouped(x, w2, bias_acc, relu, out, p);
+  } else if (cl) {
+    forward_nhwc_grouped(x, w2, bias_acc, relu, out, p);
+  } else if (p.groups == 1) {
+    forward_nchw_ungrouped(x, w2, bias_acc, relu, out, p);
+  } else {
+    forward_nchw(x, w2, bias_acc, relu, out, p);
+  }
+  return out;
+}
+
+// Whether the oneDNN route serves this case (measurements in bench/results).
+bool forward_uses_onednn(const PointwiseShape& p, at::ScalarType dtype, bool cl) {
+  const PointwiseRoute route = requested_pointwise_route();
+  if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
+  if (route == PointwiseRoute::kOneDnn) return true;
+  (void)p;
+  return cl;
+}
+
 at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                               int64_t groups, int64_t shuffle_groups, bool relu) {
   // Helper ATen calls below are implementation details, not part of any autograd graph.
@@ -258,22 +325,27 @@ at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   const PointwiseShape p = make_shape(input, weight, groups, shuffle_groups);
   const at::MemoryFormat fmt = output_memory_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  at::Tensor out = empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
-  if (out.numel() == 0) return out;
-  const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()}).contiguous();
-  at::Tensor bias_acc;
-  if (bias.has_value() && bias->defined()) bias_acc = bias->to(at::toOpMathType(input.scalar_type())).contiguous();
-  if (cl && groups == 1) {
-    forward_nhwc_ungrouped(x, w2, bias_acc, relu, out, p);
-  } else if (cl) {
-    forward_nhwc_grouped(x, w2, bias_acc, relu, out, p);
-  } else if (groups == 1) {
-    forward_nchw_ungrouped(x, w2, bias_acc, relu, out, p);
-  } else {
-    forward_nchw(x, w2, bias_acc, relu, out, p);
+  if (p.n * p.s == 0) return empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
+  const at::Tensor b = bias.has_value() && bias->defined() ? *bias : at::Tensor();
+  if (forward_uses_onednn(p, input.scalar_type(), cl)) {
+    at::Tensor y = forward_onednn(input, weight, b, relu, p, fmt);
+    if (y.defined()) return y;
   }
-  return out;
+  const at::ScalarType dtype = input.scalar_type();
+  if (b.defined() && at::toOpMathType(dtype) != dtype) {
+    // A half-type GEMM rounds its result to the half type, and the bias added
+    // after would round it again: run in float32 and round once at the end.
+    const at::ScalarType acc = at::toOpMathType(dtype);
+    return forward_gemm(input.to(acc), weight.to(acc), b.to(acc), relu, p, fmt).to(dtype);
+  }
+  return forward_gemm(input, weight, b, relu, p, fmt);
+}
+
+// Whether grad_input (groups == 1) takes the oneDNN route.
+bool backward_uses_onednn(at::ScalarType dtype, bool cl) {
+  const PointwiseRoute route = requested_pointwise_route();
+  if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
+  return route == PointwiseRoute::kOneDnn || cl;
 }
 
 // grad_weight[group rows] += a @ b, accumulated in the op-math type (float for
@@ -306,19 +378,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
     go = at::threshold_backward(go, *relu_output, 0);
   }
   go = go.contiguous(fmt);
-  // Back to conv channel order: the inverse of a shuffle with g groups is a
-  // shuffle with C/g groups.
-  if (p.shuffle_groups > 1) go = channel_shuffle_cpu(go, p.c_out / p.shuffle_groups);
+  at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()});
+  // Rows of grad_weight and grad_bias computed in output order go back to conv
+  // order through this index (undefined: already in conv order).
+  at::Tensor to_conv_order;
+  if (p.shuffle_groups > 1 && p.groups == 1) {
+    // The shuffle is a permutation of the output channels: keep grad_output in
+    // output order and permute the weight rows instead (no pass over go).
+    w2 = w2.index_select(0, shuffle_source_index(p, weight.options()));
+    to_conv_order = shuffle_dest_index(p, weight.options());
+  } else if (p.shuffle_groups > 1) {
+    // Back to conv channel order: the inverse of a shuffle with g groups is a
+    // shuffle with C/g groups.
+    go = channel_shuffle_cpu(go, p.c_out / p.shuffle_groups);
+  }
 
   const auto empty = [&] { return at::empty({0}, weight.options()); };
-  at::Tensor grad_input = output_mask[0] ? empty_in_format(input.sizes(), input, fmt) : empty();
+  at::Tensor grad_input = empty();
   at::Tensor grad_weight = empty();
   at::Tensor grad_bias = empty();
   const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()});
   const int64_t cin_g = p.c_in_g(), cout_g = p.c_out_g();
 
-  if (output_mask[0] && grad_input.numel() > 0) {
+  bool grad_input_done = false;
+  if (output_mask[0] && p.groups == 1 && p.n * p.s > 0 && backward_uses_onednn(input.scalar_type(), cl)) {
+    // grad_input of a 1x1 conv is the 1x1 conv of grad_output with W^T.
+    at::Tensor gi = onednn_conv1x1(go, w2.t().reshape({p.c_in, p.c_out, 1, 1}), at::Tensor(), 1, false);
+    if (gi.defined()) {
+      grad_input = with_output_strides(gi, fmt);
+      grad_input_done = true;
+    }
+  }
+  if (output_mask[0] && !grad_input_done) grad_input = empty_in_format(input.sizes(), input, fmt);
+  if (output_mask[0] && !grad_input_done && grad_input.numel() > 0) {
     if (cl) {
       // [N*S, C_in/groups] column block of grad_input = [N*S, C_out/groups] @ W_g.
       const at::Tensor go_rows = go.permute({0, 2, 3, 1}).reshape({p.n * p.s, p.c_out});  // dense: a view
@@ -350,10 +442,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
         }
       }
     });
+    if (to_conv_order.defined()) gw_acc = gw_acc.index_select(0, to_conv_order);
     grad_weight = gw_acc.to(weight.scalar_type()).view(weight.sizes());
   }
   if (output_mask[2]) {
-    grad_bias = go.sum({0, 2, 3}, false, at::toOpMathType(go.scalar_type())).to(weight.scalar_type());
+    at::Tensor gb = go.sum({0, 2, 3}, false, at::toOpMathType(go.scalar_type()));
+    if (to_conv_order.defined()) gb = gb.index_select(0, to_conv_order);
+    grad_bias = gb.to(weight.scalar_type());
   }
   return {grad_input, grad_weight, grad_bias};
 }

@@ -1,0 +1,77 @@
+// oneDNN route of the CPU 1x1 convolution.
+//
+// oneDNN is not linked into the extension directly (libtorch_cpu does not export
+// its symbols); ATen's mkldnn::_convolution_pointwise operator, found once in the
+// dispatcher, runs a oneDNN convolution with bias and an eltwise ReLU post-op.
+#include "cpu/pointwise_onednn.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string_view>
+
+namespace shufflenet::cpu {
+namespace {
+
+using ConvPointwiseFn = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                   c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t, c10::string_view,
+                                   c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>);
+
+// Per dtype: oneDNN has not rejected it yet.
+std::atomic<bool> g_float_ok{true}, g_bfloat16_ok{true}, g_half_ok{true};
+
+std::atomic<bool>* usable_flag(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return &g_float_ok;
+    case at::kBFloat16:
+      return &g_bfloat16_ok;
+    case at::kHalf:
+      return &g_half_ok;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace
+
+PointwiseRoute requested_pointwise_route() {
+  const char* v = std::getenv("SHUFFLENET_CPU_POINTWISE");
+  if (v == nullptr) return PointwiseRoute::kAuto;
+  if (std::strcmp(v, "gemm") == 0) return PointwiseRoute::kGemm;
+  if (std::strcmp(v, "onednn") == 0) return PointwiseRoute::kOneDnn;
+  return PointwiseRoute::kAuto;
+}
+
+bool onednn_conv_usable(at::ScalarType dtype) {
+  static const bool built = at::hasMKLDNN() &&
+                            c10::Dispatcher::singleton().findSchema({"mkldnn::_convolution_pointwise", ""}).has_value();
+  const std::atomic<bool>* flag = usable_flag(dtype);
+  return built && flag != nullptr && flag->load(std::memory_order_relaxed) && at::globalContext().userEnabledMkldnn();
+}
+
+at::Tensor onednn_conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t groups, bool relu) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("mkldnn::_convolution_pointwise", "")
+                             .typed<ConvPointwiseFn>();
+  const int64_t zero[2] = {0, 0}, one[2] = {1, 1};
+  std::optional<at::Tensor> bias;
+  if (b.defined()) bias = b;
+  try {
+    return op.call(x, w, bias, zero, one, one, groups, relu ? "relu" : "none", c10::List<std::optional<at::Scalar>>(),
+                   std::optional<c10::string_view>(""));
+  } catch (const c10::Error&) {
+    // The dtype needs an ISA this CPU lacks (oneDNN's float16 and bfloat16
+    // convolutions check it on each call): use the GEMM route from now on.
+    if (std::atomic<bool>* flag = usable_flag(x.scalar_type())) flag->store(false, std::memory_order_relaxed);
+    return at::Tensor();
+  }
+}
+
+}  // namespace shufflenet::cpu
