@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -262,8 +263,15 @@ PointwiseShape make_shape(const at::Tensor& input, const at::Tensor& weight, int
 // `y` with the strides of a dense tensor of its sizes in `fmt` (what the fake
 // kernel promises); copied only when they differ.
 at::Tensor with_output_strides(const at::Tensor& y, at::MemoryFormat fmt) {
-  at::Tensor out = at::empty(y.sizes(), y.options().memory_format(fmt));
-  if (out.strides() == y.strides()) return y;
+  std::vector<int64_t> strides;
+  if (fmt == at::MemoryFormat::ChannelsLast) {
+    strides = c10::get_channels_last_strides_2d(y.sizes());
+  } else {
+    strides.assign(y.dim(), 1);
+    for (int64_t d = y.dim() - 2; d >= 0; --d) strides[d] = strides[d + 1] * std::max<int64_t>(y.size(d + 1), 1);
+  }
+  if (y.strides() == at::IntArrayRef(strides)) return y;
+  at::Tensor out = at::empty_strided(y.sizes(), strides, y.options());
   out.copy_(y);
   return out;
 }
@@ -308,13 +316,42 @@ at::Tensor forward_gemm(const at::Tensor& input, const at::Tensor& weight, const
   return out;
 }
 
-// Whether the oneDNN route serves this case (measurements in bench/results).
-bool forward_uses_onednn(const PointwiseShape& p, at::ScalarType dtype, bool cl) {
+// Multiply-adds below which the GEMM route wins for float32: a oneDNN call has
+// a fixed cost (primitive lookup, weight reorder) of some 30 us, and on the
+// float32 shapes of ShuffleNet its kernels are only slightly faster than BLAS
+// (bench/results/cpu-amd-epyc-2core-*/pointwise.md).
+constexpr int64_t kOneDnnMinMacs = int64_t{8} << 20;
+
+int64_t multiply_adds(const PointwiseShape& p) { return p.n * p.s * p.c_in_g() * p.c_out; }
+
+bool forward_uses_onednn(const PointwiseShape& p, at::ScalarType dtype, bool cl, bool has_bias) {
   const PointwiseRoute route = requested_pointwise_route();
   if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
   if (route == PointwiseRoute::kOneDnn) return true;
-  (void)p;
-  return cl;
+  // NCHW: oneDNN reorders input and output to channels_last around its kernel.
+  if (dtype == at::kFloat) return cl && multiply_adds(p) >= kOneDnnMinMacs;
+  // Half types: oneDNN computes them natively, accumulating in float32 and
+  // rounding once after bias and ReLU; the GEMM route needs a float32 copy when
+  // there is a bias (see below).
+  return cl || (has_bias && multiply_adds(p) >= kOneDnnMinMacs);
+}
+
+at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& b, bool relu,
+                   const PointwiseShape& p, at::MemoryFormat fmt) {
+  const at::ScalarType dtype = input.scalar_type();
+  if (forward_uses_onednn(p, dtype, fmt == at::MemoryFormat::ChannelsLast, b.defined())) {
+    at::Tensor y = forward_onednn(input, weight, b, relu, p, fmt);
+    if (y.defined()) return y;
+  }
+  // Half types on the GEMM route: a half-type GEMM rounds its result, and a bias
+  // added after would round it again, so with a bias the op runs in float32 and
+  // rounds once at the end. float16 always does: ATen's float16 GEMM on a CPU
+  // without AVX512-FP16 measured 20x slower than converting to float32.
+  if (dtype == at::kHalf || (dtype == at::kBFloat16 && b.defined())) {
+    const at::Tensor bf = b.defined() ? b.to(at::kFloat) : b;
+    return forward(input.to(at::kFloat), weight.to(at::kFloat), bf, relu, p, fmt).to(dtype);
+  }
+  return forward_gemm(input, weight, b, relu, p, fmt);
 }
 
 at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
@@ -324,28 +361,16 @@ at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   check_pointwise_conv_args(input, weight, bias, groups, shuffle_groups);
   const PointwiseShape p = make_shape(input, weight, groups, shuffle_groups);
   const at::MemoryFormat fmt = output_memory_format(input);
-  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   if (p.n * p.s == 0) return empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
-  const at::Tensor b = bias.has_value() && bias->defined() ? *bias : at::Tensor();
-  if (forward_uses_onednn(p, input.scalar_type(), cl)) {
-    at::Tensor y = forward_onednn(input, weight, b, relu, p, fmt);
-    if (y.defined()) return y;
-  }
-  const at::ScalarType dtype = input.scalar_type();
-  if (b.defined() && at::toOpMathType(dtype) != dtype) {
-    // A half-type GEMM rounds its result to the half type, and the bias added
-    // after would round it again: run in float32 and round once at the end.
-    const at::ScalarType acc = at::toOpMathType(dtype);
-    return forward_gemm(input.to(acc), weight.to(acc), b.to(acc), relu, p, fmt).to(dtype);
-  }
-  return forward_gemm(input, weight, b, relu, p, fmt);
+  return forward(input, weight, bias.has_value() && bias->defined() ? *bias : at::Tensor(), relu, p, fmt);
 }
 
-// Whether grad_input (groups == 1) takes the oneDNN route.
+// Whether grad_input (groups == 1) takes the oneDNN route: for half types on
+// channels_last; float32 measured no faster than the GEMMs.
 bool backward_uses_onednn(at::ScalarType dtype, bool cl) {
   const PointwiseRoute route = requested_pointwise_route();
   if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
-  return route == PointwiseRoute::kOneDnn || cl;
+  return route == PointwiseRoute::kOneDnn || (cl && dtype != at::kFloat);
 }
 
 // grad_weight[group rows] += a @ b, accumulated in the op-math type (float for
@@ -372,6 +397,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
   check_relu_output(relu_output, out_sizes, input, op);
   const at::MemoryFormat fmt = output_memory_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  if (input.scalar_type() == at::kHalf && !backward_uses_onednn(at::kHalf, cl)) {
+    // float16 GEMMs are slow without AVX512-FP16 (see forward): run in float32.
+    c10::optional<at::Tensor> relu_f;
+    if (relu_output.has_value() && relu_output->defined()) relu_f = relu_output->to(at::kFloat);
+    auto [gi, gw, gb] = pointwise_conv_backward_cpu(grad_output.to(at::kFloat), input.to(at::kFloat),
+                                                    weight.to(at::kFloat), relu_f, groups, shuffle_groups, output_mask);
+    return {gi.to(at::kHalf), gw.to(at::kHalf), gb.to(at::kHalf)};
+  }
 
   at::Tensor go = grad_output;
   if (relu_output.has_value() && relu_output->defined()) {

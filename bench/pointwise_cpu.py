@@ -1,0 +1,275 @@
+"""``python -m bench.pointwise_cpu``: the CPU 1x1 conv against oneDNN, interleaved.
+
+Times ``shufflenet.pointwise_conv`` on CPU (the route it picks by itself, and the
+GEMM and oneDNN routes forced through ``SHUFFLENET_CPU_POINTWISE``) against what a
+PyTorch user runs: ``F.relu(F.conv2d(...))`` (oneDNN's convolution), followed by
+``F.channel_shuffle`` where the op fuses a shuffle. Shapes: the ShuffleNet V2 x1.0
+branch convs (also reading a channel slice, as the stride-1 unit does) and the V1
+g=3 and g=8 grouped convs (``bench/shapes.py``), batch 1 and 8, NCHW and
+channels_last, float32, 1 and 2 threads.
+
+Every case is measured round-robin: each round times every contender once (a loop
+of calls long enough for the timer), over many rounds, and the table gives medians.
+On a shared machine noise hits all contenders of a round alike, so the ratios are
+steadier than the times. Prints a markdown table; ``--out`` also writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import shufflenet_kernels  # noqa: F401  (registers torch.ops.shufflenet)
+
+from .shapes import pointwise_shapes
+
+ROUTE_ENV = "SHUFFLENET_CPU_POINTWISE"
+# A timed sample is a loop of calls lasting at least this long.
+MIN_SAMPLE_S = 2e-3
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    c_in: int
+    c_out: int
+    hw: int
+    groups: int
+    shuffle_groups: int
+    relu: bool
+    channel_slice: bool = False
+
+
+def cases() -> list[Case]:
+    out = []
+    for s in pointwise_shapes(full=False):
+        if s.label.startswith("v2x2.0"):
+            continue
+        out.append(Case(s.label, s.c_in, s.c_out, s.hw, s.groups, s.shuffle_groups, s.relu))
+        if s.label.startswith("v2"):
+            out.append(Case(s.label + "-slice", s.c_in, s.c_out, s.hw, s.groups, s.shuffle_groups, s.relu, True))
+    return out
+
+
+def _with_route(route: str | None, fn: Callable[[], object]) -> Callable[[], object]:
+    def call() -> object:
+        if route is None:
+            os.environ.pop(ROUTE_ENV, None)
+        else:
+            os.environ[ROUTE_ENV] = route
+        return fn()
+
+    return call
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each contender, timed round-robin."""
+    reps = {}
+    for name, fn in fns.items():
+        for _ in range(2):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - t0, 1e-7)
+        reps[name] = max(1, int(MIN_SAMPLE_S / once) + 1)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(reps[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / reps[name])
+    os.environ.pop(ROUTE_ENV, None)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def make_inputs(case: Case, batch: int, channels_last: bool, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(0)
+    c_x = 2 * case.c_in if case.channel_slice else case.c_in
+    x = torch.randn(batch, c_x, case.hw, case.hw, generator=g, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if case.channel_slice:
+        x = x.chunk(2, 1)[1]
+    w = torch.randn(case.c_out, case.c_in // case.groups, 1, 1, generator=g, dtype=dtype) * case.c_in**-0.5
+    b = torch.randn(case.c_out, generator=g, dtype=dtype)
+    return x, w, b
+
+
+def forward_contenders(case: Case, x, w, b) -> dict[str, Callable[[], object]]:
+    op = torch.ops.shufflenet.pointwise_conv.default
+    args = (x, w, b, case.groups, case.shuffle_groups, case.relu)
+
+    def onednn_ref() -> torch.Tensor:
+        y = F.conv2d(x, w, b, groups=case.groups)
+        if case.relu:
+            y = F.relu(y)
+        return F.channel_shuffle(y, case.shuffle_groups) if case.shuffle_groups > 1 else y
+
+    return {
+        "ours": _with_route(None, lambda: op(*args)),
+        "gemm": _with_route("gemm", lambda: op(*args)),
+        "onednn_route": _with_route("onednn", lambda: op(*args)),
+        "torch": _with_route(None, onednn_ref),
+    }
+
+
+def backward_contenders(case: Case, x, w, b, mask: list[bool]) -> dict[str, Callable[[], object]]:
+    op = torch.ops.shufflenet.pointwise_conv_backward.default
+    y = torch.ops.shufflenet.pointwise_conv(x, w, b, case.groups, case.shuffle_groups, case.relu)
+    go = torch.randn_like(y)
+    relu_out = y if case.relu else None
+    args = (go, x, w, relu_out, case.groups, case.shuffle_groups, mask)
+    y_conv = F.conv2d(x, w, b, groups=case.groups)
+    if case.relu:
+        y_conv = F.relu(y_conv)
+
+    def onednn_ref():
+        # What autograd runs for channel_shuffle(relu(conv2d(x))): un-shuffle,
+        # ReLU mask, convolution_backward (oneDNN).
+        g = go
+        if case.shuffle_groups > 1:
+            g = F.channel_shuffle(g, case.c_out // case.shuffle_groups)
+        if case.relu:
+            g = torch.ops.aten.threshold_backward(g, y_conv, 0)
+        return torch.ops.aten.convolution_backward(
+            g, x, w, [case.c_out], [1, 1], [0, 0], [1, 1], False, [0, 0], case.groups, mask
+        )
+
+    return {
+        "ours": _with_route(None, lambda: op(*args)),
+        "gemm": _with_route("gemm", lambda: op(*args)),
+        "onednn_route": _with_route("onednn", lambda: op(*args)),
+        "torch": _with_route(None, onednn_ref),
+    }
+
+
+def gflop(case: Case, batch: int, direction: str, mask: list[bool]) -> float:
+    per_gemm = 2.0 * batch * case.hw * case.hw * case.c_in * case.c_out / case.groups / 1e9
+    if direction == "fwd":
+        return per_gemm
+    return per_gemm * (int(mask[0]) + int(mask[1]))
+
+
+def forward_matches(case: Case, x, w, b) -> bool:
+    y = torch.ops.shufflenet.pointwise_conv(x, w, b, case.groups, case.shuffle_groups, case.relu)
+    r = shufflenet_kernels.reference.pointwise_conv(x, w, b, case.groups, case.shuffle_groups, case.relu)
+    return torch.allclose(y, r, rtol=1e-4, atol=1e-4)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+HEADER = (
+    "| dir | case | C_in->C_out g/shuffle | layout | N | thr | ours ms | GEMM route ms | oneDNN route ms "
+    "| torch ms | ours/torch | GEMM/torch | oneDNN route/torch | ours GFLOP/s | torch GFLOP/s |"
+)
+
+
+def row(direction: str, case: Case, layout: str, batch: int, threads: int, t: dict[str, float], gf: float) -> str:
+    def ms(v: float) -> str:
+        return f"{v * 1e3:.3f}"
+
+    def speed(name: str) -> str:
+        return f"{t['torch'] / t[name]:.2f}x"
+
+    return (
+        f"| {direction} | {case.label} | {case.c_in}->{case.c_out} g{case.groups}/s{case.shuffle_groups}"
+        f"{' relu' if case.relu else ''} | {layout} | {batch} | {threads} | {ms(t['ours'])} | {ms(t['gemm'])} "
+        f"| {ms(t['onednn_route'])} | {ms(t['torch'])} | {speed('ours')} | {speed('gemm')} | {speed('onednn_route')} "
+        f"| {gf / t['ours']:.0f} | {gf / t['torch']:.0f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--layouts", nargs="+", default=["nchw", "channels_last"], choices=["nchw", "channels_last"])
+    ap.add_argument("--rounds", type=int, default=15, help="round-robin rounds per case (median over them)")
+    ap.add_argument("--no-backward", action="store_true", help="forward only")
+    ap.add_argument("--filter", default="", help="only cases whose label contains this")
+    ap.add_argument("--out", type=Path, help="also write the markdown here")
+    args = ap.parse_args(argv)
+
+    lines = [
+        "# CPU pointwise_conv vs oneDNN (interleaved)",
+        "",
+        f"- CPU: {cpu_name()} ({os.cpu_count()} CPUs); torch {torch.__version__}; "
+        f"oneDNN {torch.backends.mkldnn.is_available()}; CPU capability {torch.backends.cpu.get_cpu_capability()}",
+        f"- date {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}; commit {commit()}",
+        f"- float32; {args.rounds} round-robin rounds per case, each round times every contender once "
+        f"(a loop of >= {MIN_SAMPLE_S * 1e3:.0f} ms); medians",
+        "- ours = `shufflenet.pointwise_conv` (route picked per case); GEMM route / oneDNN route = the same op "
+        f"with `{ROUTE_ENV}=gemm` / `=onednn`; torch = `F.relu(F.conv2d(...))` (+ `F.channel_shuffle`) "
+        "forward, `threshold_backward` + `aten.convolution_backward` (+ un-shuffle) backward",
+        "- x/torch = torch time / that time (> 1: faster than torch). GFLOP/s counts 2 FLOPs per multiply-add; "
+        "backward counts the grad_input and grad_weight GEMMs.",
+        "",
+        HEADER,
+        "|" + "---|" * (HEADER.count("|") - 1),
+    ]
+    print("\n".join(lines), flush=True)
+    mismatches = 0
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for case in cases():
+            if args.filter not in case.label:
+                continue
+            for layout in args.layouts:
+                for batch in args.batches:
+                    x, w, b = make_inputs(case, batch, layout == "channels_last")
+                    if not forward_matches(case, x, w, b):
+                        mismatches += 1
+                        print(f"MISMATCH {case} {layout} {batch}", flush=True)
+                    t = interleaved_medians(forward_contenders(case, x, w, b), args.rounds)
+                    lines.append(row("fwd", case, layout, batch, threads, t, gflop(case, batch, "fwd", [])))
+                    print(lines[-1], flush=True)
+                    if args.no_backward:
+                        continue
+                    masks = [[True, True, True]]
+                    if case.groups == 1:
+                        masks.append([True, False, False])
+                    for mask in masks:
+                        t = interleaved_medians(backward_contenders(case, x, w, b, mask), args.rounds)
+                        name = "bwd" if all(mask) else "bwd gi"
+                        lines.append(row(name, case, layout, batch, threads, t, gflop(case, batch, "bwd", mask)))
+                        print(lines[-1], flush=True)
+    if mismatches:
+        lines.append(f"\n**{mismatches} forward case(s) did not match the reference.**")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
