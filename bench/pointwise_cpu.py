@@ -73,8 +73,8 @@ def _with_route(route: str | None, fn: Callable[[], object]) -> Callable[[], obj
     return call
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each contender, timed round-robin."""
+def interleaved_samples(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each contender in each round, timed round-robin."""
     reps = {}
     for name, fn in fns.items():
         for _ in range(2):
@@ -91,7 +91,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int) -> di
                 fn()
             samples[name].append((time.perf_counter() - t0) / reps[name])
     os.environ.pop(ROUTE_ENV, None)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return samples
 
 
 def make_inputs(case: Case, batch: int, channels_last: bool, dtype: torch.dtype = torch.float32):
@@ -164,8 +164,11 @@ def gflop(case: Case, batch: int, direction: str, mask: list[bool]) -> float:
 
 def forward_matches(case: Case, x, w, b) -> bool:
     y = torch.ops.shufflenet.pointwise_conv(x, w, b, case.groups, case.shuffle_groups, case.relu)
-    r = shufflenet_kernels.reference.pointwise_conv(x, w, b, case.groups, case.shuffle_groups, case.relu)
-    return torch.allclose(y, r, rtol=1e-4, atol=1e-4)
+    r = shufflenet_kernels.reference.pointwise_conv(
+        x.double(), w.double(), b.double(), case.groups, case.shuffle_groups, case.relu
+    )
+    tol = 1e-4 if x.dtype == torch.float32 else 3e-2
+    return torch.allclose(y.double(), r, rtol=tol, atol=tol)
 
 
 def cpu_name() -> str:
@@ -188,25 +191,50 @@ def commit() -> str:
         return "unknown"
 
 
+CONTENDERS = ("ours", "gemm", "onednn_route")
 HEADER = (
     "| dir | case | C_in->C_out g/shuffle | layout | N | thr | ours ms | GEMM route ms | oneDNN route ms "
-    "| torch ms | ours/torch | GEMM/torch | oneDNN route/torch | ours GFLOP/s | torch GFLOP/s |"
+    "| torch ms | ours x torch | GEMM x torch | oneDNN route x torch | ours GFLOP/s | torch GFLOP/s |"
 )
 
 
-def row(direction: str, case: Case, layout: str, batch: int, threads: int, t: dict[str, float], gf: float) -> str:
-    def ms(v: float) -> str:
-        return f"{v * 1e3:.3f}"
+def key(direction: str, label: str, layout: str, batch: int, threads: int) -> tuple[str, str, str, str, str]:
+    return (direction, label, layout, str(batch), str(threads))
+
+
+def row(direction: str, case: Case, layout: str, batch: int, threads: int, samples: dict[str, list[float]],
+        gf: float, before: dict | None) -> str:
+    t = {name: statistics.median(v) for name, v in samples.items()}
+
+    def ms(name: str) -> str:
+        return f"{t[name] * 1e3:.3f}" if name in t else "–"
 
     def speed(name: str) -> str:
-        return f"{t['torch'] / t[name]:.2f}x"
+        # Median over rounds of torch time / contender time in the same round.
+        if name not in samples:
+            return "–"
+        return f"{statistics.median(a / b for a, b in zip(samples['torch'], samples[name], strict=True)):.2f}"
 
-    return (
-        f"| {direction} | {case.label} | {case.c_in}->{case.c_out} g{case.groups}/s{case.shuffle_groups}"
-        f"{' relu' if case.relu else ''} | {layout} | {batch} | {threads} | {ms(t['ours'])} | {ms(t['gemm'])} "
-        f"| {ms(t['onednn_route'])} | {ms(t['torch'])} | {speed('ours')} | {speed('gemm')} | {speed('onednn_route')} "
-        f"| {gf / t['ours']:.0f} | {gf / t['torch']:.0f} |"
-    )
+    cells = [
+        direction, case.label,
+        f"{case.c_in}->{case.c_out} g{case.groups}/s{case.shuffle_groups}{' relu' if case.relu else ''}",
+        layout, str(batch), str(threads), ms("ours"), ms("gemm"), ms("onednn_route"), ms("torch"),
+        speed("ours"), speed("gemm"), speed("onednn_route"), f"{gf / t['ours']:.0f}", f"{gf / t['torch']:.0f}",
+    ]
+    if before is not None:
+        cells.insert(10, before.get(key(direction, case.label, layout, batch, threads), "–"))
+    return "| " + " | ".join(cells) + " |"
+
+
+def read_before(path: Path) -> dict:
+    """`ours x torch` of each row of an earlier run's markdown (the build before a change)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 15 or cells[0] not in ("fwd", "bwd", "bwd gi"):
+            continue
+        out[key(cells[0], cells[1], cells[3], int(cells[4]), int(cells[5]))] = cells[10]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,29 +242,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--layouts", nargs="+", default=["nchw", "channels_last"], choices=["nchw", "channels_last"])
-    ap.add_argument("--rounds", type=int, default=15, help="round-robin rounds per case (median over them)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--rounds", type=int, default=21, help="round-robin rounds per case (median over them)")
+    ap.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS,
+                    help="which of our variants to time next to torch (a build without routes: ours)")
     ap.add_argument("--no-backward", action="store_true", help="forward only")
     ap.add_argument("--filter", default="", help="only cases whose label contains this")
+    ap.add_argument("--before", type=Path, help="an earlier run's markdown: adds its `ours x torch` column")
+    ap.add_argument("--title", default="CPU pointwise_conv vs oneDNN (interleaved)")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
     args = ap.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    before = read_before(args.before) if args.before else None
+    header = HEADER
+    if before is not None:
+        cols = header.split(" | ")
+        cols.insert(10, "before: ours x torch")
+        header = " | ".join(cols)
 
     lines = [
-        "# CPU pointwise_conv vs oneDNN (interleaved)",
+        f"# {args.title}",
         "",
         f"- CPU: {cpu_name()} ({os.cpu_count()} CPUs); torch {torch.__version__}; "
         f"oneDNN {torch.backends.mkldnn.is_available()}; CPU capability {torch.backends.cpu.get_cpu_capability()}",
         f"- date {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}; commit {commit()}",
-        f"- float32; {args.rounds} round-robin rounds per case, each round times every contender once "
-        f"(a loop of >= {MIN_SAMPLE_S * 1e3:.0f} ms); medians",
+        f"- {args.dtype}; {args.rounds} round-robin rounds per case, each round times every contender once "
+        f"(a loop of >= {MIN_SAMPLE_S * 1e3:.0f} ms); times are medians over the rounds",
         "- ours = `shufflenet.pointwise_conv` (route picked per case); GEMM route / oneDNN route = the same op "
         f"with `{ROUTE_ENV}=gemm` / `=onednn`; torch = `F.relu(F.conv2d(...))` (+ `F.channel_shuffle`) "
         "forward, `threshold_backward` + `aten.convolution_backward` (+ un-shuffle) backward",
-        "- x/torch = torch time / that time (> 1: faster than torch). GFLOP/s counts 2 FLOPs per multiply-add; "
-        "backward counts the grad_input and grad_weight GEMMs.",
-        "",
-        HEADER,
-        "|" + "---|" * (HEADER.count("|") - 1),
+        "- `x torch` = median over rounds of (torch time / that time) in the same round; > 1 is faster than torch. "
+        "GFLOP/s counts 2 FLOPs per multiply-add; backward counts the grad_input and grad_weight GEMMs.",
     ]
+    if before is not None:
+        lines.append(f"- before: `ours x torch` from `{args.before.name}`, the build before the change, "
+                     "measured the same way in its own run")
+    lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
     print("\n".join(lines), flush=True)
     mismatches = 0
     for threads in args.threads:
@@ -246,12 +287,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for layout in args.layouts:
                 for batch in args.batches:
-                    x, w, b = make_inputs(case, batch, layout == "channels_last")
+                    x, w, b = make_inputs(case, batch, layout == "channels_last", dtype)
                     if not forward_matches(case, x, w, b):
                         mismatches += 1
                         print(f"MISMATCH {case} {layout} {batch}", flush=True)
-                    t = interleaved_medians(forward_contenders(case, x, w, b), args.rounds)
-                    lines.append(row("fwd", case, layout, batch, threads, t, gflop(case, batch, "fwd", [])))
+                    fns = forward_contenders(case, x, w, b)
+                    fns = {k: v for k, v in fns.items() if k == "torch" or k in args.contenders}
+                    samples = interleaved_samples(fns, args.rounds)
+                    gf = gflop(case, batch, "fwd", [])
+                    lines.append(row("fwd", case, layout, batch, threads, samples, gf, before))
                     print(lines[-1], flush=True)
                     if args.no_backward:
                         continue
@@ -259,9 +303,12 @@ def main(argv: list[str] | None = None) -> int:
                     if case.groups == 1:
                         masks.append([True, False, False])
                     for mask in masks:
-                        t = interleaved_medians(backward_contenders(case, x, w, b, mask), args.rounds)
+                        fns = backward_contenders(case, x, w, b, mask)
+                        fns = {k: v for k, v in fns.items() if k == "torch" or k in args.contenders}
+                        samples = interleaved_samples(fns, args.rounds)
                         name = "bwd" if all(mask) else "bwd gi"
-                        lines.append(row(name, case, layout, batch, threads, t, gflop(case, batch, "bwd", mask)))
+                        gf = gflop(case, batch, "bwd", mask)
+                        lines.append(row(name, case, layout, batch, threads, samples, gf, before))
                         print(lines[-1], flush=True)
     if mismatches:
         lines.append(f"\n**{mismatches} forward case(s) did not match the reference.**")

@@ -1,18 +1,31 @@
-// Grouped 1x1 convolution with the channel shuffle fused into the store, on CPU.
+// Grouped 1x1 convolution with the channel shuffle fused, on CPU.
 //
-// The GEMMs run in BLAS through ATen (at::mm_out on strided views, so nothing is
-// copied); what is ours is where each group's output lands:
-// * NCHW: conv channel oc goes to plane shuffle_dest_channel(oc). Inside one
-//   shuffle block consecutive conv channels land shuffle_groups planes apart, so
-//   a run of a group's rows that stays in one block is a GEMM whose output has
-//   leading dimension shuffle_groups*H*W. Bias and ReLU are applied to the run
-//   right after its GEMM, while it is in cache.
-// * channels_last, groups == 1: the shuffle permutes output channels only, so it
-//   is moved into the weight rows and the whole batch is one GEMM.
-// * channels_last, groups > 1: output columns of one group are interleaved with
-//   the other groups', which BLAS cannot store; a chunk of pixels is computed per
-//   group into a buffer in conv-channel order, then channel-shuffled into the
-//   output, and bias and ReLU follow on the output rows.
+// Two routes; `forward` picks one per case (SHUFFLENET_CPU_POINTWISE=gemm or
+// =onednn forces one):
+// * oneDNN (pointwise_onednn.cpp): one oneDNN convolution with bias and ReLU
+//   fused. groups == 1: the shuffle permutes output channels only, so it is
+//   moved into the weight rows and bias; groups > 1: the grouped convolution,
+//   then the channels_last channel shuffle. Taken for channels_last when the
+//   work outweighs its fixed cost per call, and for half types (which it
+//   computes natively, rounding once).
+// * GEMM: BLAS through ATen (at::mm_out on strided views, so nothing is
+//   copied); what is ours is where each group's output lands:
+//   - NCHW: conv channel oc goes to plane shuffle_dest_channel(oc). Inside one
+//     shuffle block consecutive conv channels land shuffle_groups planes apart,
+//     so a run of a group's rows that stays in one block is a GEMM whose output
+//     has leading dimension shuffle_groups*H*W. Bias and ReLU are applied to the
+//     run right after its GEMM, while it is in cache.
+//   - channels_last, groups == 1: shuffle in the weight rows, the whole batch is
+//     one GEMM.
+//   - channels_last, groups > 1: output columns of one group are interleaved
+//     with the other groups', which BLAS cannot store; a chunk of pixels is
+//     computed per group into a buffer in conv-channel order, then
+//     channel-shuffled into the output, and bias and ReLU follow on the output
+//     rows.
+//   Half types with a bias (and float16 always) run it in float32 and round once.
+// Backward, groups == 1: grad_output stays in output order and the weight rows
+// are permuted instead of un-shuffling grad_output; grad_weight and grad_bias
+// rows are permuted back at the end.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -316,24 +329,30 @@ at::Tensor forward_gemm(const at::Tensor& input, const at::Tensor& weight, const
   return out;
 }
 
-// Multiply-adds below which the GEMM route wins for float32: a oneDNN call has
-// a fixed cost (primitive lookup, weight reorder) of some 30 us, and on the
-// float32 shapes of ShuffleNet its kernels are only slightly faster than BLAS
-// (bench/results/cpu-amd-epyc-2core-*/pointwise.md).
-constexpr int64_t kOneDnnMinMacs = int64_t{8} << 20;
+// Multiply-adds per thread below which the GEMM route wins: a oneDNN call has a
+// fixed cost (primitive lookup, weight reorder) of some 30-40 us, and on these
+// shapes its kernels are 0-45% faster than BLAS in float32 (AMD EPYC, one
+// thread, channels_last, measured interleaved: at batch 1, 2.6-3.8M
+// multiply-adds, BLAS was 0-35% faster; at batch 8, 21-30M, oneDNN 0-45%
+// faster). Half types with a bias compare against the float32 GEMMs.
+constexpr int64_t kOneDnnMinMacsPerThread = int64_t{8} << 20;
 
 int64_t multiply_adds(const PointwiseShape& p) { return p.n * p.s * p.c_in_g() * p.c_out; }
+
+bool large_for_onednn(const PointwiseShape& p) {
+  return multiply_adds(p) >= kOneDnnMinMacsPerThread * std::max(1, at::get_num_threads());
+}
 
 bool forward_uses_onednn(const PointwiseShape& p, at::ScalarType dtype, bool cl, bool has_bias) {
   const PointwiseRoute route = requested_pointwise_route();
   if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
   if (route == PointwiseRoute::kOneDnn) return true;
   // NCHW: oneDNN reorders input and output to channels_last around its kernel.
-  if (dtype == at::kFloat) return cl && multiply_adds(p) >= kOneDnnMinMacs;
+  if (dtype == at::kFloat) return cl && large_for_onednn(p);
   // Half types: oneDNN computes them natively, accumulating in float32 and
   // rounding once after bias and ReLU; the GEMM route needs a float32 copy when
   // there is a bias (see below).
-  return cl || (has_bias && multiply_adds(p) >= kOneDnnMinMacs);
+  return cl || (has_bias && large_for_onednn(p));
 }
 
 at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& b, bool relu,
@@ -365,12 +384,12 @@ at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   return forward(input, weight, bias.has_value() && bias->defined() ? *bias : at::Tensor(), relu, p, fmt);
 }
 
-// Whether grad_input (groups == 1) takes the oneDNN route: for half types on
-// channels_last; float32 measured no faster than the GEMMs.
-bool backward_uses_onednn(at::ScalarType dtype, bool cl) {
-  const PointwiseRoute route = requested_pointwise_route();
-  if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
-  return route == PointwiseRoute::kOneDnn || (cl && dtype != at::kFloat);
+// Whether grad_input (groups == 1) takes the oneDNN route: only when asked for.
+// The GEMM (BLAS in float32, oneDNN's matmul in bfloat16) measured as fast or
+// faster: 0.6-0.8x the time at batch 1, 0.9-1.1x at batch 8 (channels_last,
+// V2 shapes, one thread, interleaved).
+bool backward_uses_onednn(at::ScalarType dtype) {
+  return requested_pointwise_route() == PointwiseRoute::kOneDnn && onednn_conv_usable(dtype);
 }
 
 // grad_weight[group rows] += a @ b, accumulated in the op-math type (float for
@@ -397,7 +416,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
   check_relu_output(relu_output, out_sizes, input, op);
   const at::MemoryFormat fmt = output_memory_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  if (input.scalar_type() == at::kHalf && !backward_uses_onednn(at::kHalf, cl)) {
+  if (input.scalar_type() == at::kHalf && !onednn_conv_usable(at::kHalf)) {
     // float16 GEMMs are slow without AVX512-FP16 (see forward): run in float32.
     c10::optional<at::Tensor> relu_f;
     if (relu_output.has_value() && relu_output->defined()) relu_f = relu_output->to(at::kFloat);
@@ -434,7 +453,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
   const int64_t cin_g = p.c_in_g(), cout_g = p.c_out_g();
 
   bool grad_input_done = false;
-  if (output_mask[0] && p.groups == 1 && p.n * p.s > 0 && backward_uses_onednn(input.scalar_type(), cl)) {
+  if (output_mask[0] && p.groups == 1 && p.n * p.s > 0 && backward_uses_onednn(input.scalar_type())) {
     // grad_input of a 1x1 conv is the 1x1 conv of grad_output with W^T.
     at::Tensor gi = onednn_conv1x1(go, w2.t().reshape({p.c_in, p.c_out, 1, 1}), at::Tensor(), 1, false);
     if (gi.defined()) {

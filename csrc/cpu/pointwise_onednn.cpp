@@ -49,26 +49,65 @@ PointwiseRoute requested_pointwise_route() {
   return PointwiseRoute::kAuto;
 }
 
-bool onednn_conv_usable(at::ScalarType dtype) {
-  static const bool built = at::hasMKLDNN() &&
-                            c10::Dispatcher::singleton().findSchema({"mkldnn::_convolution_pointwise", ""}).has_value();
-  const std::atomic<bool>* flag = usable_flag(dtype);
-  return built && flag != nullptr && flag->load(std::memory_order_relaxed) && at::globalContext().userEnabledMkldnn();
-}
+namespace {
 
-at::Tensor onednn_conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t groups, bool relu) {
+const c10::TypedOperatorHandle<ConvPointwiseFn>& conv_pointwise_op() {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("mkldnn::_convolution_pointwise", "")
                              .typed<ConvPointwiseFn>();
+  return op;
+}
+
+at::Tensor call_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t groups, bool relu) {
   const int64_t zero[2] = {0, 0}, one[2] = {1, 1};
   std::optional<at::Tensor> bias;
   if (b.defined()) bias = b;
+  return conv_pointwise_op().call(x, w, bias, zero, one, one, groups, relu ? "relu" : "none",
+                                  c10::List<std::optional<at::Scalar>>(), std::optional<c10::string_view>(""));
+}
+
+// One tiny convolution in `dtype`: oneDNN's float16 and bfloat16 convolutions
+// raise on CPUs without the ISA they need.
+bool probe(at::ScalarType dtype) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   try {
-    return op.call(x, w, bias, zero, one, one, groups, relu ? "relu" : "none", c10::List<std::optional<at::Scalar>>(),
-                   std::optional<c10::string_view>(""));
+    const auto options = at::TensorOptions().dtype(dtype);
+    call_conv(at::ones({1, 16, 1, 1}, options), at::ones({16, 16, 1, 1}, options), at::ones({16}, options), 1, true);
+    return true;
   } catch (const c10::Error&) {
-    // The dtype needs an ISA this CPU lacks (oneDNN's float16 and bfloat16
-    // convolutions check it on each call): use the GEMM route from now on.
+    return false;
+  }
+}
+
+}  // namespace
+
+bool onednn_conv_usable(at::ScalarType dtype) {
+  static const bool built = at::hasMKLDNN() &&
+                            c10::Dispatcher::singleton().findSchema({"mkldnn::_convolution_pointwise", ""}).has_value();
+  if (!built || !at::globalContext().userEnabledMkldnn()) return false;
+  const std::atomic<bool>* flag = usable_flag(dtype);
+  if (flag == nullptr || !flag->load(std::memory_order_relaxed)) return false;
+  switch (dtype) {
+    case at::kFloat: {
+      static const bool ok = probe(at::kFloat);
+      return ok;
+    }
+    case at::kBFloat16: {
+      static const bool ok = probe(at::kBFloat16);
+      return ok;
+    }
+    default: {
+      static const bool ok = probe(at::kHalf);
+      return ok;
+    }
+  }
+}
+
+at::Tensor onednn_conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t groups, bool relu) {
+  try {
+    return call_conv(x, w, b, groups, relu);
+  } catch (const c10::Error&) {
+    // oneDNN rejected the call: use the GEMM route for this dtype from now on.
     if (std::atomic<bool>* flag = usable_flag(x.scalar_type())) flag->store(false, std::memory_order_relaxed);
     return at::Tensor();
   }

@@ -13,9 +13,10 @@ namespace shufflenet::cpu {
 enum class PointwiseRoute { kAuto, kGemm, kOneDnn };
 PointwiseRoute requested_pointwise_route();
 
-// Whether oneDNN convolution is built in and has not failed before for this
-// dtype (float32 and bfloat16 need AVX-512 for bf16, float16 AVX512-FP16 or
-// AVX-NE-CONVERT; float64 is never supported).
+// Whether oneDNN's convolution runs `dtype` here: built in, enabled
+// (torch.backends.mkldnn), a first tiny call in that dtype succeeded (bfloat16
+// needs AVX-512, float16 AVX512-FP16 or AVX-NE-CONVERT; float64 never runs) and
+// no call has failed since.
 bool onednn_conv_usable(at::ScalarType dtype);
 
 // act(conv2d(x, w, b, groups=groups)) for a 1x1 weight through oneDNN, bias and
