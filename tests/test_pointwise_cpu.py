@@ -200,3 +200,15 @@ def test_large_batch_onednn_matches(monkeypatch):
         out = torch.ops.shufflenet.pointwise_conv(x, w, b, 1, shuffle_groups, True)
         torch.testing.assert_close(out.double(), _reference64(x, w, b, 1, shuffle_groups, True), **TOL[torch.float32])
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bench_script_runs(tmp_path, capsys):
+    from bench import pointwise_cpu
+
+    out = tmp_path / "pointwise.md"
+    args = ["--threads", "1", "--batches", "1", "--rounds", "1", "--filter", "v2x1.0-s4", "--layouts", "channels_last"]
+    assert pointwise_cpu.main([*args, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| fwd | v2x1.0-s4 |" in text and "| bwd gi | v2x1.0-s4-slice |" in text
+    assert pointwise_cpu.main([*args, "--no-backward", "--contenders", "ours", "--before", str(out)]) == 0
+    assert "before: ours x torch" in capsys.readouterr().out
