@@ -481,9 +481,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
   }
   if (output_mask[1]) {
     at::Tensor gw_acc = at::zeros({p.c_out, cin_g}, weight.options().dtype(at::toOpMathType(weight.scalar_type())));
+    // channels_last with pixels evenly spaced over the batch: one GEMM per group
+    // over every pixel ([C_out/g, N*S] @ [N*S, C_in/g]); 4-23% faster than one
+    // accumulating GEMM per sample (batch 8, V1/V2 shapes, one thread).
+    const at::Tensor go_all = cl ? all_pixels_by_channels(go) : at::Tensor();
+    const at::Tensor x_all = cl ? all_pixels_by_channels(x) : at::Tensor();
     // One task per group, samples summed in order: deterministic.
     for_each_gemm_task(p.groups, [&](int64_t g) {
       at::Tensor acc = gw_acc.narrow(0, g * cout_g, cout_g);
+      if (go_all.defined() && x_all.defined()) {
+        accumulate_gemm(acc, go_all.narrow(1, g * cout_g, cout_g).t(), x_all.narrow(1, g * cin_g, cin_g));
+        return;
+      }
       for (int64_t n = 0; n < p.n; ++n) {
         if (cl) {
           accumulate_gemm(acc, pixels_by_channels(go, n).narrow(1, g * cout_g, cout_g).t(),
