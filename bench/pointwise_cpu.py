@@ -237,6 +237,34 @@ def read_before(path: Path) -> dict:
     return out
 
 
+def summary(table_lines: list[str]) -> list[str]:
+    """Geometric means of `ours x torch` (and of the before column, when there is
+    one) per direction, layout, batch and thread count."""
+    groups: dict[tuple[str, str, str, str], list[list[float]]] = {}
+    has_before = False
+    for line in table_lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 15 or cells[0] not in ("fwd", "bwd", "bwd gi"):
+            continue
+        before = len(cells) == 16
+        has_before |= before
+        g = groups.setdefault((cells[0], cells[3], cells[4], cells[5]), [[], []])
+        g[0].append(float(cells[11 if before else 10]))
+        if before and cells[10] not in ("–", ""):
+            g[1].append(float(cells[10]))
+
+    def geomean(v: list[float]) -> str:
+        return f"{statistics.geometric_mean(v):.2f}" if v else "–"
+
+    out = ["", "## Geometric means of `ours x torch`", ""]
+    head = "| dir | layout | N | thr | cases | ours x torch |" + (" before |" if has_before else "")
+    out += [head, "|" + "---|" * (head.count("|") - 1)]
+    for (direction, layout, batch, threads), (after, before) in groups.items():
+        row_ = f"| {direction} | {layout} | {batch} | {threads} | {len(after)} | {geomean(after)} |"
+        out.append(row_ + (f" {geomean(before)} |" if has_before else ""))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -251,7 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", type=Path, help="an earlier run's markdown: adds its `ours x torch` column")
     ap.add_argument("--title", default="CPU pointwise_conv vs oneDNN (interleaved)")
     ap.add_argument("--out", type=Path, help="also write the markdown here")
+    ap.add_argument("--summarize", type=Path, help="only print the geometric means of an earlier run's markdown")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print("\n".join(summary(args.summarize.read_text().splitlines())))
+        return 0
     dtype = getattr(torch, args.dtype)
     before = read_before(args.before) if args.before else None
     header = HEADER
@@ -312,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(lines[-1], flush=True)
     if mismatches:
         lines.append(f"\n**{mismatches} forward case(s) did not match the reference.**")
+    lines += summary(lines)
+    print("\n".join(summary(lines)), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")
