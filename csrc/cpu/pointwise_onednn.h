@@ -20,7 +20,9 @@ PointwiseRoute requested_pointwise_route();
 bool onednn_conv_usable(at::ScalarType dtype);
 
 // act(conv2d(x, w, b, groups=groups)) for a 1x1 weight through oneDNN, bias and
-// ReLU fused into the convolution (accumulated in float32, rounded once).
+// ReLU fused into the convolution (accumulated in float32, rounded once); for
+// NCHW input ATen's convolution (oneDNN's in half types, bias fused) and an
+// in-place ReLU.
 // Output is dense in x's suggested memory format. Returns an undefined tensor
 // when oneDNN rejects the call (the dtype is then marked unusable).
 at::Tensor onednn_conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t groups, bool relu);
