@@ -1,30 +1,45 @@
-// Grouped 1x1 convolution with the channel shuffle fused into the store, on CPU.
+// Grouped 1x1 convolution with the channel shuffle fused, on CPU.
 //
-// The GEMMs run in BLAS through ATen (at::mm_out on strided views, so nothing is
-// copied); what is ours is where each group's output lands:
-// * NCHW: conv channel oc goes to plane shuffle_dest_channel(oc). Inside one
-//   shuffle block consecutive conv channels land shuffle_groups planes apart, so
-//   a run of a group's rows that stays in one block is a GEMM whose output has
-//   leading dimension shuffle_groups*H*W. Bias and ReLU are applied to the run
-//   right after its GEMM, while it is in cache.
-// * channels_last, groups == 1: the shuffle permutes output channels only, so it
-//   is moved into the weight rows and the whole batch is one GEMM.
-// * channels_last, groups > 1: output columns of one group are interleaved with
-//   the other groups', which BLAS cannot store; a chunk of pixels is computed per
-//   group into a buffer in conv-channel order, then channel-shuffled into the
-//   output, and bias and ReLU follow on the output rows.
+// Two routes; `forward` picks one per case (SHUFFLENET_CPU_POINTWISE=gemm or
+// =onednn forces one):
+// * oneDNN (pointwise_onednn.cpp): one oneDNN convolution with bias and ReLU
+//   fused. groups == 1: the shuffle permutes output channels only, so it is
+//   moved into the weight rows and bias; groups > 1: the grouped convolution,
+//   then the channels_last channel shuffle. Taken for channels_last when the
+//   work outweighs its fixed cost per call, and for half types (which it
+//   computes natively, rounding once).
+// * GEMM: BLAS through ATen (at::mm_out on strided views, so nothing is
+//   copied); what is ours is where each group's output lands:
+//   - NCHW: conv channel oc goes to plane shuffle_dest_channel(oc). Inside one
+//     shuffle block consecutive conv channels land shuffle_groups planes apart,
+//     so a run of a group's rows that stays in one block is a GEMM whose output
+//     has leading dimension shuffle_groups*H*W. Bias and ReLU are applied to the
+//     run right after its GEMM, while it is in cache.
+//   - channels_last, groups == 1: shuffle in the weight rows, the whole batch is
+//     one GEMM.
+//   - channels_last, groups > 1: output columns of one group are interleaved
+//     with the other groups', which BLAS cannot store; a chunk of pixels is
+//     computed per group into a buffer in conv-channel order, then
+//     channel-shuffled into the output, and bias and ReLU follow on the output
+//     rows.
+//   Half types with a bias (and float16 always) run it in float32 and round once.
+// Backward, groups == 1: grad_output stays in output order and the weight rows
+// are permuted instead of un-shuffling grad_output; grad_weight and grad_bias
+// rows are permuted back at the end.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
 #include "common/checks.h"
 #include "common/index.h"
 #include "cpu/cpu_kernels.h"
+#include "cpu/pointwise_onednn.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -71,6 +86,14 @@ at::Tensor shuffle_source_index(const PointwiseShape& p, const at::TensorOptions
   std::vector<int64_t> source(p.c_out);
   for (int64_t oc = 0; oc < p.c_out; ++oc) source[oc] = shuffle_source_channel(oc, p.c_out, p.shuffle_groups);
   return at::tensor(source, options.dtype(at::kLong));
+}
+
+// Output channel of each conv channel (the shuffle's destination), as an index:
+// maps rows computed in output order back to conv order.
+at::Tensor shuffle_dest_index(const PointwiseShape& p, const at::TensorOptions& options) {
+  std::vector<int64_t> dest(p.c_out);
+  for (int64_t oc = 0; oc < p.c_out; ++oc) dest[oc] = shuffle_dest_channel(oc, p.c_out, p.shuffle_groups);
+  return at::tensor(dest, options.dtype(at::kLong));
 }
 
 // Bias in output-channel order, the shuffle applied (undefined stays undefined).
@@ -250,6 +273,106 @@ PointwiseShape make_shape(const at::Tensor& input, const at::Tensor& weight, int
   return {input.size(0), input.size(1), weight.size(0), input.size(2) * input.size(3), groups, shuffle_groups};
 }
 
+// `y` with the strides of a dense tensor of its sizes in `fmt` (what the fake
+// kernel promises); copied only when they differ.
+at::Tensor with_output_strides(const at::Tensor& y, at::MemoryFormat fmt) {
+  std::vector<int64_t> strides;
+  if (fmt == at::MemoryFormat::ChannelsLast) {
+    strides = c10::get_channels_last_strides_2d(y.sizes());
+  } else {
+    strides.assign(y.dim(), 1);
+    for (int64_t d = y.dim() - 2; d >= 0; --d) strides[d] = strides[d + 1] * std::max<int64_t>(y.size(d + 1), 1);
+  }
+  if (y.strides() == at::IntArrayRef(strides)) return y;
+  at::Tensor out = at::empty_strided(y.sizes(), strides, y.options());
+  out.copy_(y);
+  return out;
+}
+
+// oneDNN route: one oneDNN convolution with bias and ReLU fused (the shuffle
+// moved into the weight rows when groups == 1), or for groups > 1 the grouped
+// convolution followed by the channel shuffle. Undefined when oneDNN rejects it.
+at::Tensor forward_onednn(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool relu,
+                          const PointwiseShape& p, at::MemoryFormat fmt) {
+  at::Tensor w = weight, b = bias;
+  if (p.groups == 1 && p.shuffle_groups > 1) {
+    const at::Tensor source = shuffle_source_index(p, weight.options());
+    w = weight.index_select(0, source);
+    if (b.defined()) b = b.index_select(0, source);
+  }
+  at::Tensor y = onednn_conv1x1(input, w, b, p.groups, relu);
+  if (!y.defined()) return y;
+  if (p.groups > 1 && p.shuffle_groups > 1) y = channel_shuffle_cpu(y, p.shuffle_groups);
+  return with_output_strides(y, fmt);
+}
+
+// The GEMM route: BLAS GEMMs on strided views, the shuffle fused into where
+// they write, bias and ReLU in a second pass over the output (still in cache
+// for the NCHW grouped path).
+at::Tensor forward_gemm(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool relu,
+                        const PointwiseShape& p, at::MemoryFormat fmt) {
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  at::Tensor out = empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
+  const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()}).contiguous();
+  at::Tensor bias_acc;
+  if (bias.defined()) bias_acc = bias.to(at::toOpMathType(input.scalar_type())).contiguous();
+  if (cl && p.groups == 1) {
+    forward_nhwc_ungrouped(x, w2, bias_acc, relu, out, p);
+  } else if (cl) {
+    forward_nhwc_grouped(x, w2, bias_acc, relu, out, p);
+  } else if (p.groups == 1) {
+    forward_nchw_ungrouped(x, w2, bias_acc, relu, out, p);
+  } else {
+    forward_nchw(x, w2, bias_acc, relu, out, p);
+  }
+  return out;
+}
+
+// Multiply-adds per thread below which the GEMM route wins: a oneDNN call has a
+// fixed cost (primitive lookup, weight reorder) of some 30-40 us, and on these
+// shapes its kernels are 0-45% faster than BLAS in float32 (AMD EPYC, one
+// thread, channels_last, measured interleaved: at batch 1, 2.6-3.8M
+// multiply-adds, BLAS was 0-35% faster; at batch 8, 21-30M, oneDNN 0-45%
+// faster). Half types with a bias compare against the float32 GEMMs.
+constexpr int64_t kOneDnnMinMacsPerThread = int64_t{8} << 20;
+
+int64_t multiply_adds(const PointwiseShape& p) { return p.n * p.s * p.c_in_g() * p.c_out; }
+
+bool large_for_onednn(const PointwiseShape& p) {
+  return multiply_adds(p) >= kOneDnnMinMacsPerThread * std::max(1, at::get_num_threads());
+}
+
+bool forward_uses_onednn(const PointwiseShape& p, at::ScalarType dtype, bool cl, bool has_bias) {
+  const PointwiseRoute route = requested_pointwise_route();
+  if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
+  if (route == PointwiseRoute::kOneDnn) return true;
+  // NCHW: oneDNN reorders input and output to channels_last around its kernel.
+  if (dtype == at::kFloat) return cl && large_for_onednn(p);
+  // Half types: oneDNN computes them natively, accumulating in float32 and
+  // rounding once after bias and ReLU; the GEMM route needs a float32 copy when
+  // there is a bias (see below).
+  return cl || (has_bias && large_for_onednn(p));
+}
+
+at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& b, bool relu,
+                   const PointwiseShape& p, at::MemoryFormat fmt) {
+  const at::ScalarType dtype = input.scalar_type();
+  if (forward_uses_onednn(p, dtype, fmt == at::MemoryFormat::ChannelsLast, b.defined())) {
+    at::Tensor y = forward_onednn(input, weight, b, relu, p, fmt);
+    if (y.defined()) return y;
+  }
+  // Half types on the GEMM route: a half-type GEMM rounds its result, and a bias
+  // added after would round it again, so with a bias the op runs in float32 and
+  // rounds once at the end. float16 always does: ATen's float16 GEMM on a CPU
+  // without AVX512-FP16 measured 20x slower than converting to float32.
+  if (dtype == at::kHalf || (dtype == at::kBFloat16 && b.defined())) {
+    const at::Tensor bf = b.defined() ? b.to(at::kFloat) : b;
+    return forward(input.to(at::kFloat), weight.to(at::kFloat), bf, relu, p, fmt).to(dtype);
+  }
+  return forward_gemm(input, weight, b, relu, p, fmt);
+}
+
 at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                               int64_t groups, int64_t shuffle_groups, bool relu) {
   // Helper ATen calls below are implementation details, not part of any autograd graph.
@@ -257,23 +380,16 @@ at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   check_pointwise_conv_args(input, weight, bias, groups, shuffle_groups);
   const PointwiseShape p = make_shape(input, weight, groups, shuffle_groups);
   const at::MemoryFormat fmt = output_memory_format(input);
-  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  at::Tensor out = empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
-  if (out.numel() == 0) return out;
-  const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()}).contiguous();
-  at::Tensor bias_acc;
-  if (bias.has_value() && bias->defined()) bias_acc = bias->to(at::toOpMathType(input.scalar_type())).contiguous();
-  if (cl && groups == 1) {
-    forward_nhwc_ungrouped(x, w2, bias_acc, relu, out, p);
-  } else if (cl) {
-    forward_nhwc_grouped(x, w2, bias_acc, relu, out, p);
-  } else if (groups == 1) {
-    forward_nchw_ungrouped(x, w2, bias_acc, relu, out, p);
-  } else {
-    forward_nchw(x, w2, bias_acc, relu, out, p);
-  }
-  return out;
+  if (p.n * p.s == 0) return empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
+  return forward(input, weight, bias.has_value() && bias->defined() ? *bias : at::Tensor(), relu, p, fmt);
+}
+
+// Whether grad_input (groups == 1) takes the oneDNN route: only when asked for.
+// The GEMM (BLAS in float32, oneDNN's matmul in bfloat16) measured as fast or
+// faster: 0.6-0.8x the time at batch 1, 0.9-1.1x at batch 8 (channels_last,
+// V2 shapes, one thread, interleaved).
+bool backward_uses_onednn(at::ScalarType dtype) {
+  return requested_pointwise_route() == PointwiseRoute::kOneDnn && onednn_conv_usable(dtype);
 }
 
 // grad_weight[group rows] += a @ b, accumulated in the op-math type (float for
@@ -300,25 +416,53 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
   check_relu_output(relu_output, out_sizes, input, op);
   const at::MemoryFormat fmt = output_memory_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  if (input.scalar_type() == at::kHalf && !onednn_conv_usable(at::kHalf)) {
+    // float16 GEMMs are slow without AVX512-FP16 (see forward): run in float32.
+    c10::optional<at::Tensor> relu_f;
+    if (relu_output.has_value() && relu_output->defined()) relu_f = relu_output->to(at::kFloat);
+    auto [gi, gw, gb] = pointwise_conv_backward_cpu(grad_output.to(at::kFloat), input.to(at::kFloat),
+                                                    weight.to(at::kFloat), relu_f, groups, shuffle_groups, output_mask);
+    return {gi.to(at::kHalf), gw.to(at::kHalf), gb.to(at::kHalf)};
+  }
 
   at::Tensor go = grad_output;
   if (relu_output.has_value() && relu_output->defined()) {
     go = at::threshold_backward(go, *relu_output, 0);
   }
   go = go.contiguous(fmt);
-  // Back to conv channel order: the inverse of a shuffle with g groups is a
-  // shuffle with C/g groups.
-  if (p.shuffle_groups > 1) go = channel_shuffle_cpu(go, p.c_out / p.shuffle_groups);
+  at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()});
+  // Rows of grad_weight and grad_bias computed in output order go back to conv
+  // order through this index (undefined: already in conv order).
+  at::Tensor to_conv_order;
+  if (p.shuffle_groups > 1 && p.groups == 1) {
+    // The shuffle is a permutation of the output channels: keep grad_output in
+    // output order and permute the weight rows instead (no pass over go).
+    w2 = w2.index_select(0, shuffle_source_index(p, weight.options()));
+    to_conv_order = shuffle_dest_index(p, weight.options());
+  } else if (p.shuffle_groups > 1) {
+    // Back to conv channel order: the inverse of a shuffle with g groups is a
+    // shuffle with C/g groups.
+    go = channel_shuffle_cpu(go, p.c_out / p.shuffle_groups);
+  }
 
   const auto empty = [&] { return at::empty({0}, weight.options()); };
-  at::Tensor grad_input = output_mask[0] ? empty_in_format(input.sizes(), input, fmt) : empty();
+  at::Tensor grad_input = empty();
   at::Tensor grad_weight = empty();
   at::Tensor grad_bias = empty();
   const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()});
   const int64_t cin_g = p.c_in_g(), cout_g = p.c_out_g();
 
-  if (output_mask[0] && grad_input.numel() > 0) {
+  bool grad_input_done = false;
+  if (output_mask[0] && p.groups == 1 && p.n * p.s > 0 && backward_uses_onednn(input.scalar_type())) {
+    // grad_input of a 1x1 conv is the 1x1 conv of grad_output with W^T.
+    at::Tensor gi = onednn_conv1x1(go, w2.t().reshape({p.c_in, p.c_out, 1, 1}), at::Tensor(), 1, false);
+    if (gi.defined()) {
+      grad_input = with_output_strides(gi, fmt);
+      grad_input_done = true;
+    }
+  }
+  if (output_mask[0] && !grad_input_done) grad_input = empty_in_format(input.sizes(), input, fmt);
+  if (output_mask[0] && !grad_input_done && grad_input.numel() > 0) {
     if (cl) {
       // [N*S, C_in/groups] column block of grad_input = [N*S, C_out/groups] @ W_g.
       const at::Tensor go_rows = go.permute({0, 2, 3, 1}).reshape({p.n * p.s, p.c_out});  // dense: a view
@@ -337,9 +481,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
   }
   if (output_mask[1]) {
     at::Tensor gw_acc = at::zeros({p.c_out, cin_g}, weight.options().dtype(at::toOpMathType(weight.scalar_type())));
+    // channels_last with pixels evenly spaced over the batch: one GEMM per group
+    // over every pixel ([C_out/g, N*S] @ [N*S, C_in/g]); 4-23% faster than one
+    // accumulating GEMM per sample (batch 8, V1/V2 shapes, one thread).
+    const at::Tensor go_all = cl ? all_pixels_by_channels(go) : at::Tensor();
+    const at::Tensor x_all = cl ? all_pixels_by_channels(x) : at::Tensor();
     // One task per group, samples summed in order: deterministic.
     for_each_gemm_task(p.groups, [&](int64_t g) {
       at::Tensor acc = gw_acc.narrow(0, g * cout_g, cout_g);
+      if (go_all.defined() && x_all.defined()) {
+        accumulate_gemm(acc, go_all.narrow(1, g * cout_g, cout_g).t(), x_all.narrow(1, g * cin_g, cin_g));
+        return;
+      }
       for (int64_t n = 0; n < p.n; ++n) {
         if (cl) {
           accumulate_gemm(acc, pixels_by_channels(go, n).narrow(1, g * cout_g, cout_g).t(),
@@ -350,10 +503,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
         }
       }
     });
+    if (to_conv_order.defined()) gw_acc = gw_acc.index_select(0, to_conv_order);
     grad_weight = gw_acc.to(weight.scalar_type()).view(weight.sizes());
   }
   if (output_mask[2]) {
-    grad_bias = go.sum({0, 2, 3}, false, at::toOpMathType(go.scalar_type())).to(weight.scalar_type());
+    at::Tensor gb = go.sum({0, 2, 3}, false, at::toOpMathType(go.scalar_type()));
+    if (to_conv_order.defined()) gb = gb.index_select(0, to_conv_order);
+    grad_bias = gb.to(weight.scalar_type());
   }
   return {grad_input, grad_weight, grad_bias};
 }
