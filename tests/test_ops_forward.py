@@ -12,7 +12,6 @@ from tests.cases import concat_cases, depthwise_cases, pointwise_cases, shuffle_
 from tests.helpers import (
     ALL_IMPLS,
     LAYOUTS,
-    Impl,
     assert_layout_kept,
     impl_params,
     make_input,
@@ -198,15 +197,13 @@ def test_pointwise_conv_epilogues(impl, case, bias, relu):
 # one ulp of the exact (float64) result of the same half-precision inputs.
 # (groups, shuffle_groups, layout)
 HALF_BIAS_CASES = [(1, 1, "nchw"), (1, 1, "channels_last"), (2, 2, "nchw"), (2, 4, "channels_last")]
-# The C++ CPU kernel still adds the bias to the rounded conv result.
-CPU_HALF_BIAS_XFAIL = pytest.mark.xfail(reason="CPU fix lands with the new CPU 1x1 kernel", strict=True)
 
 
 def _half_bias_params() -> list:
     params = []
     for p in ALL_IMPLS:  # small shapes: the interpreted Triton one too
         impl = p.values[0]
-        marks = list(p.marks) + ([CPU_HALF_BIAS_XFAIL] if impl == Impl("shufflenet", "cpu") else [])
+        marks = list(p.marks)
         for groups, shuffle, layout in HALF_BIAS_CASES:
             params.append(pytest.param(impl, groups, shuffle, layout, id=f"{p.id}-g{groups}-s{shuffle}-{layout}",
                                        marks=marks))
