@@ -218,7 +218,9 @@ def specializations(launches: list[tuple[Any, tuple, dict]], arch: int = 90) -> 
             names = list(fn.signature.parameters)
             meta = {names[p[0]]: v for p, v in constexprs.items() if len(p) == 1}
             block = {k: v for k, v in meta.items() if k.startswith("BLOCK")}
-            flags = {k: v for k, v in meta.items() if not k.startswith("BLOCK") and fn.params[names.index(k)].is_constexpr}
+            flags = {
+                k: v for k, v in meta.items() if not k.startswith("BLOCK") and fn.params[names.index(k)].is_constexpr
+            }
             ptr_dtypes = sorted({v.lstrip("*") for v in signature.values() if v.startswith("*")})
             config_s = " ".join(f"{k}={v}" for k, v in block.items())
             config_s += f" w={options.num_warps} s={options.num_stages}"
@@ -250,7 +252,9 @@ def representatives(specs: list[Spec]) -> list[Spec]:
     pipeline stages and element types; the other constexprs (epilogue flags, conv
     geometry) and the runtime-int specializations (== 1, 16-divisible) add or remove
     some work around the same tile. Of each group the one doing the most is kept:
-    most flags set, largest kernel window, most specialized arguments. The rest are
+    most flags set, largest kernel window, then the fewest int arguments specialized
+    to 1 (a constant 1 stride or group count removes index arithmetic and registers:
+    the general case is the one that spills first). The rest are
     counted in ``covers``; ``--every-constexpr`` compiles each distinct constexpr set.
     """
     groups: dict[tuple, list[Spec]] = {}
@@ -262,7 +266,8 @@ def representatives(specs: list[Spec]) -> list[Spec]:
     def work(s: Spec) -> tuple:
         flags = sum(int(v) for k, v in s.real.items() if isinstance(v, bool) and k not in ("FP64",))
         window = s.real.get("KH", 1) * s.real.get("KW", 1)
-        return (flags, window, len(s.attrs) + len(s.constexprs))
+        ones = len(s.constexprs) - len(s.real)
+        return (flags, window, -ones, len(s.attrs))
 
     out = []
     for members in groups.values():
@@ -366,7 +371,7 @@ def format_table(rows: list[dict]) -> str:
         lines.append((r["kernel"], r["config"], r["specialization"], str(r["registers"]), str(r["spill_bytes"]),
                       str(r["shared"]), r.get("problem", "")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
 def main(argv: list[str] | None = None) -> int:
