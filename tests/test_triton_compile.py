@@ -7,6 +7,9 @@ shufflenet_kernels.triton_kernels.aot`` records the launches of the ops over the
 shapes of ``tests/cases.py``, all dtypes and both layouts, and compiles one
 specialization per kernel tile, warps, stages and dtype (see ``aot.representatives``).
 ``SHUFFLENET_TRITON_REPORT=path`` also writes the resource table there.
+
+About 4 minutes on 2 cores (Triton 3.6: 213 specializations standing for ~9900
+distinct launch bindings; recording the launches takes 30 s of that).
 """
 
 from __future__ import annotations
