@@ -5,11 +5,12 @@ The compilation runs in a subprocess without ``TRITON_INTERPRET`` (this process 
 have the interpreter on, which replaces ``triton.jit``): ``python -m
 shufflenet_kernels.triton_kernels.aot`` records the launches of the ops over the
 shapes of ``tests/cases.py``, all dtypes and both layouts, and compiles one
-specialization per kernel tile, warps, stages and dtype (see ``aot.representatives``).
+specialization per kernel tile, warps, stages, dtype and layout (see
+``aot.representatives``).
 ``SHUFFLENET_TRITON_REPORT=path`` also writes the resource table there.
 
-About 4 minutes on 2 cores (Triton 3.6: 213 specializations standing for ~9900
-distinct launch bindings; recording the launches takes 30 s of that).
+About 3 to 4 minutes on 2 cores (Triton 3.6: 372 specializations standing for ~9900
+distinct launch bindings; recording the launches takes 20-30 s of that).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def compiled(tmp_path_factory) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, str(ROOT), env.get("PYTHONPATH")) if p)
     report = tmp / "aot.json"
     table = os.environ.get("SHUFFLENET_TRITON_REPORT") or str(tmp / "aot.txt")
-    cmd = [sys.executable, "-m", "shufflenet_kernels.triton_kernels.aot", "--cases", "tests.cases",
+    cmd = [sys.executable, "-m", "shufflenet_kernels.triton_kernels.aot", "--cases", "tests.cases", "--per-layout",
            "--jobs", str(min(4, os.cpu_count() or 1)), "--json", str(report), "--table", table]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     print(proc.stdout)

@@ -245,7 +245,17 @@ def specializations(launches: list[tuple[Any, tuple, dict]], arch: int = 90) -> 
 _GEOMETRY = ("KH", "KW", "SH", "SW", "DH", "DW")
 
 
-def representatives(specs: list[Spec]) -> list[Spec]:
+_STRIDE = re.compile(r"_s[a-z]$")
+
+
+def _unit_strides(s: Spec) -> tuple[str, ...]:
+    """The stride arguments specialized to 1: which dim is contiguous (the layout)."""
+    names = list(s.fn.signature.parameters)
+    return tuple(sorted(names[p[0]] for p in s.constexprs if _STRIDE.search(names[p[0]]) and len(p) == 1
+                        and names[p[0]] not in s.real))
+
+
+def representatives(specs: list[Spec], per_layout: bool = False) -> list[Spec]:
     """One specialization per (kernel, tile constexprs, warps, stages, pointer dtypes).
 
     What sets a kernel's registers and shared memory is its tile (``BLOCK_*``), warps,
@@ -256,12 +266,14 @@ def representatives(specs: list[Spec]) -> list[Spec]:
     to 1 (a constant 1 stride or group count removes index arithmetic and registers:
     the general case is the one that spills first). The rest are
     counted in ``covers``; ``--every-constexpr`` compiles each distinct constexpr set.
+    ``per_layout``: one per layout too (which strides are 1), about 1.7x as many.
     """
     groups: dict[tuple, list[Spec]] = {}
     for s in specs:
         tile = tuple((k, v) for k, v in s.real.items() if k.startswith("BLOCK"))
         ptrs = tuple(sorted({t for t in s.signature.values() if t.startswith("*")}))
-        groups.setdefault((s.kernel, tile, s.options["num_warps"], s.options["num_stages"], ptrs), []).append(s)
+        layout = _unit_strides(s) if per_layout else ()
+        groups.setdefault((s.kernel, tile, s.options["num_warps"], s.options["num_stages"], ptrs, layout), []).append(s)
 
     def work(s: Spec) -> tuple:
         flags = sum(int(v) for k, v in s.real.items() if isinstance(v, bool) and k not in ("FP64",))
@@ -384,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="compile only the first N specializations")
     parser.add_argument("--every-constexpr", action="store_true",
                         help="compile every distinct constexpr set, not one per tile (about 8x longer)")
+    parser.add_argument("--per-layout", action="store_true", help="one specialization per tile and layout")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("TRITON_INTERPRET=1: kernels are interpreted, nothing to compile", file=sys.stderr)
@@ -391,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     launches = record_launches(importlib.import_module(args.cases))
     bound = specializations(launches, args.arch)
-    specs = every_constexpr(bound) if args.every_constexpr else representatives(bound)
+    specs = every_constexpr(bound) if args.every_constexpr else representatives(bound, args.per_layout)
     if args.limit is not None:
         specs = specs[: args.limit]
     recorded = time.perf_counter() - start
