@@ -338,9 +338,22 @@ _TILE = 1024
 _TILE_INTERPRET = 1 << 14
 
 
-def _tile(nc: int, h: int, w: int, channels_last: bool) -> tuple[int, int, int, int]:
+# NOTE: windows larger than 3x3 unroll 25 or 49 taps; with 8 outputs per thread
+# ptxas (sm_90a, Triton 3.6) spills: 5x5 forward fp32 255 registers + 732 B, 7x7
+# backward-input fp16 22 KB of spills (triton_kernels/aot.py). Up to 5x5 take half
+# the tile at 2 outputs per thread (5x5 backward input: 182 registers, no spill);
+# larger a quarter at 1 (7x7 still spilled 16-48 B at 2).
+def _tile_and_outputs_per_thread(taps: int) -> tuple[int, int]:
+    if taps <= 9:
+        return _TILE, 8
+    if taps <= 25:
+        return _TILE // 2, 2
+    return _TILE // 4, 1
+
+
+def _tile(nc: int, h: int, w: int, channels_last: bool, taps: int = 9) -> tuple[int, int, int, int]:
     """(BLOCK_C, BLOCK_H, BLOCK_W, num_warps) of a tile over an nc x h x w extent
-    (nc = images * channels, flattened)."""
+    (nc = images * channels, flattened) for a window of ``taps`` taps."""
     if INTERPRET:
         # Each interpreted op costs the same whatever the tile size: one tile
         # covers as much as it can, channels and images first.
@@ -348,26 +361,29 @@ def _tile(nc: int, h: int, w: int, channels_last: bool) -> tuple[int, int, int, 
         block_w = pow2_clamp(min(w, _TILE_INTERPRET // block_c), 1, _TILE_INTERPRET)
         block_h = pow2_clamp(min(h, _TILE_INTERPRET // (block_c * block_w)), 1, _TILE_INTERPRET)
         return block_c, block_h, block_w, 4
+    tile, per_thread = _tile_and_outputs_per_thread(taps)
     if channels_last:
         # Channels are contiguous: up to 64 of them (128 B of fp16, 256 B of fp32)
         # per pixel, then a small spatial block that shares the halo.
         block_c = pow2_clamp(nc, 1, 64)
-        block_w = pow2_clamp(min(w, _TILE // block_c), 1, 8)
-        block_h = pow2_clamp(min(h, _TILE // (block_c * block_w)), 1, _TILE)
+        block_w = pow2_clamp(min(w, tile // block_c), 1, 8)
+        block_h = pow2_clamp(min(h, tile // (block_c * block_w)), 1, tile)
     else:
         # A channel plane is contiguous: rows of up to 64 columns, then rows; small
         # planes (7x7, 14x14) take several channels (of one or more images) so the
         # tile stays full.
         block_w = pow2_clamp(w, 1, 64)
-        block_h = pow2_clamp(min(h, _TILE // block_w), 1, _TILE)
-        block_c = pow2_clamp(min(nc, _TILE // (block_w * block_h)), 1, _TILE)
-    num_warps = max(1, min(8, block_c * block_h * block_w // 256))
+        block_h = pow2_clamp(min(h, tile // block_w), 1, tile)
+        block_c = pow2_clamp(min(nc, tile // (block_w * block_h)), 1, tile)
+    num_warps = max(1, min(8, block_c * block_h * block_w // (32 * per_thread)))
     return block_c, block_h, block_w, num_warps
 
 
-def _grid_and_blocks(n: int, c: int, h: int, w: int, channels_last: bool) -> tuple[tuple[int], dict, tuple]:
+def _grid_and_blocks(
+    n: int, c: int, h: int, w: int, channels_last: bool, taps: int
+) -> tuple[tuple[int], dict, tuple]:
     """Grid, block meta-parameters and (h blocks, w blocks) of the tiled kernels over [n*c, h, w]."""
-    block_c, block_h, block_w, num_warps = _tile(n * c, h, w, channels_last)
+    block_c, block_h, block_w, num_warps = _tile(n * c, h, w, channels_last, taps)
     nb = (triton.cdiv(n * c, block_c), triton.cdiv(h, block_h), triton.cdiv(w, block_w))
     meta = dict(BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=num_warps)
     return (nb[0] * nb[1] * nb[2],), meta, nb[1:]
@@ -493,7 +509,9 @@ def depthwise_conv2d(
     x = plain_4d(input, channels_last)
     wt = _weight_taps(weight)
     b = bias.contiguous() if bias is not None else wt
-    grid, meta, (nhb, nwb) = _grid_and_blocks(n, c, h_out, w_out, channels_last)
+    grid, meta, (nhb, nwb) = _grid_and_blocks(
+        n, c, h_out, w_out, channels_last, weight.shape[2] * weight.shape[3]
+    )
     launch(_dw_forward_kernel)[grid](
         x,
         wt,
@@ -558,7 +576,9 @@ def depthwise_conv2d_backward(
     if want_input and grad_input.numel() > 0:
         wt = _weight_taps(weight)
         rr = r if r is not None else g
-        grid, meta, (nhb, nwb) = _grid_and_blocks(n, c, h, w, channels_last)
+        grid, meta, (nhb, nwb) = _grid_and_blocks(
+            n, c, h, w, channels_last, weight.shape[2] * weight.shape[3]
+        )
         launch(_dw_backward_input_kernel)[grid](
             g,
             rr,

@@ -41,7 +41,6 @@ from ._common import (
 _GPU_CONFIGS = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
     triton.Config({"BLOCK_M": 16, "BLOCK_N": 256, "BLOCK_K": 16}, num_warps=4, num_stages=3),
@@ -49,6 +48,12 @@ _GPU_CONFIGS = [
 # Under the interpreter autotuning would run every config: use one.
 _INTERPRET_CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4)]
 _CONFIGS = _INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS
+# NOTE: compiled for sm_90a (triton_kernels/aot.py), BLOCK_M=128 BLOCK_N=64
+# BLOCK_K=64 with 4 warps spilled the most of all configs in every dtype and layout
+# (forward fp32 2.0-3.7 KB, fp16/bf16 744-760 B; backward input fp32 up to 3.3 KB,
+# 255 registers) and was dropped. The others still spill in the general case
+# (groups > 1, shuffle, fp32 3xTF32: 44 B to 3.6 KB), from the 64-bit offsets of
+# each [BLOCK_K, BLOCK_N] operand tile; see tests/test_triton_compile.py.
 _KEY = ["CIG", "COG", "Q"]
 
 # Read by the jitted code as a compile-time constant.
@@ -396,9 +401,12 @@ def _backward_weight(
     cig, cog = c_in // groups, c_out // groups
     block_m = pow2_clamp(cog, 16, 64)
     block_n = pow2_clamp(cig, 16, 64) if grad_weight is not None else 16
-    # NOTE: 64 pixels per K step keeps the two operand tiles small enough for
-    # 3-stage pipelining; the interpreter prefers fewer, longer steps.
-    block_k = 64 if not INTERPRET else pow2_clamp(q_total, 16, 1024)
+    # NOTE: 32 pixels per K step keeps the two operand tiles small enough for
+    # 3-stage pipelining without spills: at 64, ptxas (sm_90a, Triton 3.6,
+    # triton_kernels/aot.py) spilled at 255 registers: fp32 224 B (64x64 tile) and
+    # 60 B (32x64), fp16/bf16 1132 B (64x64) and 64 B (bias only, 64x16). The
+    # interpreter prefers fewer, longer steps.
+    block_k = 32 if not INTERPRET else pow2_clamp(q_total, 16, 1024)
     num_m = triton.cdiv(cog, block_m)
     num_n = triton.cdiv(cig, block_n) if grad_weight is not None else 1
     q_blocks = triton.cdiv(q_total, block_k)
@@ -446,7 +454,8 @@ def _backward_weight(
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
-        num_warps=4,
+        # NOTE: fp32 64x64 tiles spilled 12 B with 4 warps even at BLOCK_K=32.
+        num_warps=8 if block_m * block_n >= 4096 else 4,
     )
     if grad_weight is not None:
         sum_partials(part_w, grad_weight)
