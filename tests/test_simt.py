@@ -305,6 +305,26 @@ def test_matches_cpu_int64_index(c: Case) -> None:
     assert names and all("long int" in n for n in names if "finish_kernel" not in n), names
 
 
+# ---- registration ---------------------------------------------------------------------
+
+OPS = ("channel_shuffle", "concat_shuffle", "concat_shuffle_backward", "pointwise_conv", "pointwise_conv_backward",
+       "depthwise_conv2d", "depthwise_conv2d_backward")
+
+
+def test_same_ops_and_schemas_as_shufflenet() -> None:
+    names = {n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("shufflenet_simt::")}
+    assert names == set(OPS)
+    for op in OPS:
+        ours = str(getattr(emu, op).default._schema).replace("shufflenet_simt::", "")
+        ref = str(getattr(cpu, op).default._schema).replace("shufflenet::", "")
+        assert ours == ref
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"shufflenet_simt::{op}", "CPU")
+
+
+def test_simt_extension_is_abi3() -> None:
+    assert Path(simt._C_simt.__file__).name.endswith(".abi3.so")
+
+
 # ---- coverage -------------------------------------------------------------------------
 
 
@@ -427,8 +447,11 @@ def test_control_kernel_runs_clean() -> None:
     first = warps[:, :1].expand(8, 32).reshape(256)
     down = torch.cat([warps[:, 1:], warps[:, 31:]], 1).reshape(256)
     torch.testing.assert_close(res[:256], v + s + first + down, rtol=0, atol=0)
+    up = torch.cat([warps[:, :2], warps[:, :30]], 1)
+    up = up + 1000 * (warps > 100).any(1, keepdim=True) + 2000 * (warps > -101).all(1, keepdim=True)
+    torch.testing.assert_close(res[256:512], up.reshape(256).float(), rtol=0, atol=0)
     ballots = [sum(1 << i for i in range(32) if warps[k, i] > 0) for k in range(8)]
-    halves = res[256:].to(torch.int64).view(2, 8)
+    halves = res[512:].to(torch.int64).view(2, 8)
     got = (halves[0] | (halves[1] << 16)).tolist()
     assert got == ballots
 

@@ -296,15 +296,20 @@ void run_gather(const std::vector<at::Tensor>& sources, const std::vector<at::Te
         if (smem <= 48 * 1024) {
           const int64_t grid = std::min<int64_t>(ceil_div(n * s, tile_pixels), int64_t{num_sms()} * 16);
           if (vec_ok) {
-            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream, gather_pixels_kernel<scalar_t, index_t, kVec>)(p, static_cast<int>(tile_pixels), static_cast<int>(row));
+            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream,
+                              gather_pixels_kernel<scalar_t, index_t, kVec>)
+            (p, static_cast<int>(tile_pixels), static_cast<int>(row));
           } else {
-            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream, gather_pixels_kernel<scalar_t, index_t, 1>)(p, static_cast<int>(tile_pixels), static_cast<int>(row));
+            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream,
+                              gather_pixels_kernel<scalar_t, index_t, 1>)
+            (p, static_cast<int>(tile_pixels), static_cast<int>(row));
           }
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           return;
         }
       }
-      SHUFFLENET_LAUNCH(grid_for(n * channels * s, kThreads), kThreads, 0, stream, gather_elements_kernel<scalar_t, index_t>)(p);
+      SHUFFLENET_LAUNCH(grid_for(n * channels * s, kThreads), kThreads, 0, stream,
+                        gather_elements_kernel<scalar_t, index_t>)(p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

@@ -516,13 +516,16 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
       // for fp32, no spills; more columns would cut occupancy further.
       if (fast3x3 && p.sh == 1) {
         const int64_t work = p.n * p.ho * ceil_div(p.wo, 4) * cvecs;
-        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream, dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 1, 1, 4>)(p, xp, wt, bp, yp, relu);
+        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 1, 1, 4>)(p, xp, wt, bp, yp, relu);
       } else if (fast3x3) {
         const int64_t work = p.n * p.ho * ceil_div(p.wo, 2) * cvecs;
-        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream, dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 2, 2, 2>)(p, xp, wt, bp, yp, relu);
+        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 2, 2, 2>)(p, xp, wt, bp, yp, relu);
       } else {
         const int64_t work = p.n * p.ho * p.wo * cvecs;
-        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream, dw_fwd_nhwc_kernel<scalar_t, index_t, V, 0, 0, 0, 0, 1>)(p, xp, wt, bp, yp, relu);
+        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 0, 0, 0, 0, 1>)(p, xp, wt, bp, yp, relu);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
@@ -547,7 +550,8 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
   const int64_t smem = (in_tile_h * in_tile_w + kMaxTaps) * static_cast<int64_t>(sizeof(float));
   const scalar_t* wp = weight.const_data_ptr<scalar_t>();
   if (smem > 48 * 1024) {
-    SHUFFLENET_LAUNCH(grid_for(p.n * p.c * p.ho * p.wo, kThreads), kThreads, 0, stream, dw_fwd_direct_kernel<scalar_t, index_t>)(p, xp, wp, bp, yp, relu);
+    SHUFFLENET_LAUNCH(grid_for(p.n * p.c * p.ho * p.wo, kThreads), kThreads, 0, stream,
+                      dw_fwd_direct_kernel<scalar_t, index_t>)(p, xp, wp, bp, yp, relu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
@@ -559,11 +563,14 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
   const dim3 block(tile_w, ty);
   const int ith = static_cast<int>(in_tile_h), itw = static_cast<int>(in_tile_w);
   if (fast3x3 && p.sh == 1) {
-    SHUFFLENET_LAUNCH(grid, block, smem, stream, dw_fwd_nchw_kernel<scalar_t, index_t, 3, 3, 1, 1>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
+    SHUFFLENET_LAUNCH(grid, block, smem, stream,
+                      dw_fwd_nchw_kernel<scalar_t, index_t, 3, 3, 1, 1>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
   } else if (fast3x3) {
-    SHUFFLENET_LAUNCH(grid, block, smem, stream, dw_fwd_nchw_kernel<scalar_t, index_t, 3, 3, 2, 2>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
+    SHUFFLENET_LAUNCH(grid, block, smem, stream,
+                      dw_fwd_nchw_kernel<scalar_t, index_t, 3, 3, 2, 2>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
   } else {
-    SHUFFLENET_LAUNCH(grid, block, smem, stream, dw_fwd_nchw_kernel<scalar_t, index_t, 0, 0, 0, 0>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
+    SHUFFLENET_LAUNCH(grid, block, smem, stream,
+                      dw_fwd_nchw_kernel<scalar_t, index_t, 0, 0, 0, 0>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -642,7 +649,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
         const int64_t total = grad_input.numel();
         auto* gi = grad_input.mutable_data_ptr<scalar_t>();
         const auto launch = [&](auto cl_tag) {
-          SHUFFLENET_LAUNCH(grid_for(total, kThreads), kThreads, 0, stream, dw_bwd_input_kernel<scalar_t, index_t, decltype(cl_tag)::value>)(p, gp, mp, w.const_data_ptr<scalar_t>(), gi,
+          SHUFFLENET_LAUNCH(grid_for(total, kThreads), kThreads, 0, stream,
+                            dw_bwd_input_kernel<scalar_t, index_t, decltype(cl_tag)::value>)
+          (p, gp, mp, w.const_data_ptr<scalar_t>(), gi,
                                                                    grad_input.stride(0), grad_input.stride(1),
                                                                    grad_input.stride(2), grad_input.stride(3));
         };
@@ -668,13 +677,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
         const dim3 block = cl ? dim3(32, kWgradClThreadsY) : dim3(kThreads);
         float* wsp = ws.mutable_data_ptr<float>();
         if (cl && small) {
-          SHUFFLENET_LAUNCH(grid, block, 0, stream, dw_wgrad_partial_kernel<scalar_t, index_t, true, 3, 3>)(p, xp, gp, mp, wsp, per_split);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream,
+                            dw_wgrad_partial_kernel<scalar_t, index_t, true, 3, 3>)(p, xp, gp, mp, wsp, per_split);
         } else if (cl) {
-          SHUFFLENET_LAUNCH(grid, block, 0, stream, dw_wgrad_partial_kernel<scalar_t, index_t, true, kMaxDepthwiseKernel, kMaxDepthwiseKernel>)(p, xp, gp, mp, wsp, per_split);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream,
+                            dw_wgrad_partial_kernel<scalar_t, index_t, true, kMaxDepthwiseKernel, kMaxDepthwiseKernel>)
+          (p, xp, gp, mp, wsp, per_split);
         } else if (small) {
-          SHUFFLENET_LAUNCH(grid, block, 0, stream, dw_wgrad_partial_kernel<scalar_t, index_t, false, 3, 3>)(p, xp, gp, mp, wsp, per_split);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream,
+                            dw_wgrad_partial_kernel<scalar_t, index_t, false, 3, 3>)(p, xp, gp, mp, wsp, per_split);
         } else {
-          SHUFFLENET_LAUNCH(grid, block, 0, stream, dw_wgrad_partial_kernel<scalar_t, index_t, false, kMaxDepthwiseKernel, kMaxDepthwiseKernel>)(p, xp, gp, mp, wsp, per_split);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream,
+                            dw_wgrad_partial_kernel<scalar_t, index_t, false, kMaxDepthwiseKernel, kMaxDepthwiseKernel>)
+          (p, xp, gp, mp, wsp, per_split);
         }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         SHUFFLENET_LAUNCH(grid_for(p.c * (taps + 1), kThreads), kThreads, 0, stream, dw_wgrad_finish_kernel<scalar_t>)(

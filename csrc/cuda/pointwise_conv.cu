@@ -490,9 +490,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cuda(
         const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
         float* wsp = ws.mutable_data_ptr<float>();
         if (cl) {
-          SHUFFLENET_LAUNCH(grid, kThreads, 0, stream, pw_wgrad_partial_kernel<scalar_t, index_t, true>)(p, wsp, per_split, m_tiles, k_tiles);
+          SHUFFLENET_LAUNCH(grid, kThreads, 0, stream,
+                            pw_wgrad_partial_kernel<scalar_t, index_t, true>)(p, wsp, per_split, m_tiles, k_tiles);
         } else {
-          SHUFFLENET_LAUNCH(grid, kThreads, 0, stream, pw_wgrad_partial_kernel<scalar_t, index_t, false>)(p, wsp, per_split, m_tiles, k_tiles);
+          SHUFFLENET_LAUNCH(grid, kThreads, 0, stream,
+                            pw_wgrad_partial_kernel<scalar_t, index_t, false>)(p, wsp, per_split, m_tiles, k_tiles);
         }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         SHUFFLENET_LAUNCH(grid_for(c_out * (k + 1), kThreads), kThreads, 0, stream, pw_wgrad_finish_kernel<scalar_t>)(

@@ -12,9 +12,11 @@ namespace {
 
 constexpr int kTile = 256;
 
-// Control: a shared tile, a barrier, reads of the neighbours' values, then a warp
-// reduction with shuffles and a ballot. out[t] = in[(t + 1) % 256] + warp sums.
-__global__ void control_kernel(const float* in, float* out, unsigned* ballots) {
+// Control: a shared tile, a barrier, reads of the neighbours' values, then warp
+// collectives: out[t] = v + warp sum + lane 0's v + lane t+1's v, with
+// v = in[(t + 1) % 256]; up[t] = lane t-2's v, plus 1000 * (any v > 100) and
+// 2000 * (all v > -101) of the warp; ballots[warp] = lanes with v > 0.
+__global__ void control_kernel(const float* in, float* out, float* up, unsigned* ballots) {
   SHUFFLENET_SHARED(float, tile, [kTile]);
   const int t = threadIdx.x;
   tile[t] = in[t];
@@ -25,7 +27,12 @@ __global__ void control_kernel(const float* in, float* out, unsigned* ballots) {
   const float first = __shfl_sync(0xffffffffu, v, 0);
   const float down = __shfl_down_sync(0xffffffffu, v, 1);
   const unsigned ballot = __ballot_sync(0xffffffffu, v > 0.f);
+  __syncwarp();
+  const float upv = __shfl_up_sync(0xffffffffu, v, 2);
+  const int any = __any_sync(0xffffffffu, v > 100.f);
+  const int all = __all_sync(0xffffffffu, v > -101.f);
   out[t] = v + s + first + down;
+  up[t] = upv + 1000.f * any + 2000.f * all;
   if (t % 32 == 0) ballots[t / 32] = ballot;
 }
 
@@ -82,10 +89,12 @@ at::Tensor run_planted(const std::string& name) {
   float* op = out.mutable_data_ptr<float>();
   auto stream = at::cuda::getCurrentCUDAStream();
   if (name == "control") {
+    at::Tensor up = at::zeros({kTile}, opts);
     at::Tensor ballots = at::zeros({kTile / 32}, at::TensorOptions().dtype(at::kInt));
-    SHUFFLENET_LAUNCH(1, kTile, 0, stream, control_kernel)(ip, op, reinterpret_cast<unsigned*>(ballots.data_ptr()));
+    SHUFFLENET_LAUNCH(1, kTile, 0, stream, control_kernel)
+    (ip, op, up.mutable_data_ptr<float>(), reinterpret_cast<unsigned*>(ballots.data_ptr()));
     // The ballots as two exact 16-bit halves.
-    return at::cat({out, ballots.bitwise_and(0xffff).to(at::kFloat),
+    return at::cat({out, up, ballots.bitwise_and(0xffff).to(at::kFloat),
                     ballots.bitwise_right_shift(16).bitwise_and(0xffff).to(at::kFloat)});
   } else if (name == "shared_overflow") {
     SHUFFLENET_LAUNCH(1, kTile, 0, stream, shared_overflow_kernel)(op);

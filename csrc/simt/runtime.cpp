@@ -212,7 +212,7 @@ std::string where(const Worker& w) {
   return s.str();
 }
 
-std::string thread_str(const Worker& w, int linear) {
+[[maybe_unused]] std::string thread_str(const Worker& w, int linear) {
   const uint3& t = w.fibers[linear].tid;
   return dim_str(t.x, t.y, t.z);
 }
@@ -277,7 +277,7 @@ std::string hex(unsigned v) {
 }
 
 // Describes a shared-memory offset (relative to the arena) for error messages.
-std::string describe_shared(const Worker& w, int64_t off) {
+[[maybe_unused]] std::string describe_shared(const Worker& w, int64_t off) {
   std::ostringstream s;
   if (off >= 0 && static_cast<size_t>(off) < w.dyn) {
     s << "dynamic shared memory + " << off << " (of " << w.dyn << " bytes)";
