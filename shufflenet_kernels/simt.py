@@ -22,6 +22,7 @@ __all__ = [
     "launch_counts",
     "max_grid_stride",
     "reset_launch_counts",
+    "set_grid_limits",
     "set_index32_limit",
 ]
 
@@ -39,6 +40,13 @@ def set_index32_limit(limit: int) -> None:
     """Test hook: the kernels use 32-bit indices only for tensors whose offsets stay
     below ``limit - max_grid_stride()``. Default ``2**31 - 1``; 0 forces 64-bit."""
     _C_simt.set_index32_limit(int(limit))
+
+
+def set_grid_limits(grid_x: int = 0, grid_yz: int = 65535) -> None:
+    """Test hook: the most blocks along x the launchers choose (0: sized for the
+    device, 132 SMs x 32) and the largest grid.y/z (65535). Small values make small
+    tensors run every grid-stride loop, and every loop over grid.y, several times."""
+    _C_simt.set_grid_limits(int(grid_x), int(grid_yz))
 
 
 def index32_limit() -> int:

@@ -41,8 +41,16 @@ namespace shufflenet::cuda {
 
 // Threads of a one-dimensional launch unless a kernel says otherwise.
 constexpr int kThreads = 256;
-// Largest grid extent in y and z.
-constexpr int64_t kMaxGridYZ = 65535;
+// Largest grid extent in y and z the launchers use: the hardware limit, 65535 (a
+// test hook of the emulation build can lower it, so that small tensors reach the
+// loops over grid.y).
+inline int64_t max_grid_yz() {
+#ifdef SHUFFLENET_SIMT
+  return ::simt::grid_yz_limit();
+#else
+  return 65535;
+#endif
+}
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -56,8 +64,15 @@ inline int64_t storage_reach(const at::Tensor& t) {
 
 inline int num_sms() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
-// Most blocks a launch sized by grid_for (or by a kernel's own cap) uses.
-inline int64_t max_grid_blocks() { return static_cast<int64_t>(num_sms()) * 32; }
+// Most blocks a launch sized by grid_for (or by a kernel's own cap) uses: enough
+// to fill the device several times (a test hook of the emulation build can lower
+// it, so that small tensors run every grid-stride loop several times).
+inline int64_t max_grid_blocks() {
+#ifdef SHUFFLENET_SIMT
+  if (::simt::grid_x_limit() > 0) return ::simt::grid_x_limit();
+#endif
+  return static_cast<int64_t>(num_sms()) * 32;
+}
 
 // Largest step of any grid-stride loop: every block of the largest grid with the
 // most threads a block may have.

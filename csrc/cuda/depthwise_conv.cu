@@ -559,7 +559,8 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
   const int64_t tiles = tiles_w * ceil_div(p.ho, tile_h);
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "depthwise_conv2d: output plane ", p.ho, "x", p.wo,
               " is too large for the CUDA kernels");
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min<int64_t>(p.n * p.c, kMaxGridYZ)));
+  const dim3 grid(static_cast<unsigned>(tiles),
+                  static_cast<unsigned>(std::min<int64_t>(p.n * p.c, max_grid_yz())));
   const dim3 block(tile_w, ty);
   const int ith = static_cast<int>(in_tile_h), itw = static_cast<int>(in_tile_w);
   if (fast3x3 && p.sh == 1) {
@@ -668,7 +669,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
         const int64_t min_per_split = cl ? 512 : 2048;  // positions per block worth a launch
         const int64_t splits = std::max<int64_t>(
             1, std::min<int64_t>({ceil_div(4 * int64_t{num_sms()}, cblocks), ceil_div(positions, min_per_split),
-                                  kMaxGridYZ}));
+                                  max_grid_yz()}));
         const int64_t per_split = ceil_div(positions, splits);
         const int taps = p.kh * p.kw;
         at::Tensor ws = at::empty({splits, p.c, taps + 1}, x.options().dtype(at::kFloat));

@@ -310,7 +310,8 @@ void launch_gemm(const GemmParams& p) {
   const int64_t col_tiles = ceil_div(p.n * p.s, kBN);
   TORCH_CHECK(col_tiles <= std::numeric_limits<int32_t>::max(), "pointwise_conv: too many pixels (", p.n * p.s,
               ") for the CUDA kernels");
-  const dim3 grid(static_cast<unsigned>(col_tiles), static_cast<unsigned>(std::min(group_tiles, kMaxGridYZ)));
+  const dim3 grid(static_cast<unsigned>(col_tiles),
+                  static_cast<unsigned>(std::min(group_tiles, max_grid_yz())));
   const int64_t smem = p.k * static_cast<int64_t>(sizeof(index_t));
   // The B-row channel table takes K entries; raise the dynamic shared-memory limit
   // past the default 48 KB only for the (rare) very wide groups.
@@ -483,7 +484,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cuda(
         // pixels per block so the workspace traffic stays small next to the
         // activations read.
         const int64_t splits = std::max<int64_t>(
-            1, std::min<int64_t>({ceil_div(4 * int64_t{num_sms()}, tiles), ceil_div(cols, 1024), kMaxGridYZ}));
+            1,
+            std::min<int64_t>({ceil_div(4 * int64_t{num_sms()}, tiles), ceil_div(cols, 1024), max_grid_yz()}));
         const int64_t per_split = ceil_div(ceil_div(cols, splits), kBK) * kBK;
         at::Tensor ws = at::empty({splits, c_out, k + 1}, x.options().dtype(at::kFloat));
         TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), op, ": too many weight tiles");

@@ -7,6 +7,10 @@
 //   set_index32_limit(n): the 32-bit index instantiations are used only for
 //     tensors whose offsets stay below n - max_grid_stride() (default INT32_MAX;
 //     0 forces the 64-bit ones), index32_limit(), max_grid_stride()
+//   set_grid_limits(grid_x, grid_yz): the most blocks along x (0: sized for the
+//     device) and the largest grid.y/z the launchers choose (default 0, 65535):
+//     small limits make small tensors run every grid-stride and grid.y loop more
+//     than once
 //   access_checks() -> whether the shared-memory access checks are compiled in
 //   asan_build() -> whether the module was built with AddressSanitizer
 // and the op torch.ops.shufflenet_simt_testing.planted(name) running one of the
@@ -24,6 +28,7 @@ namespace simt {
 std::map<std::string, int64_t> launch_counts();
 void reset_launch_counts();
 void set_index32_limit(int64_t limit);
+void set_grid_limits(int64_t grid_x, int64_t grid_yz);
 bool access_checks_enabled();
 }  // namespace simt
 
@@ -67,6 +72,17 @@ PyObject* py_set_index32_limit(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+PyObject* py_set_grid_limits(PyObject*, PyObject* args) {
+  long long grid_x = 0, grid_yz = 65535;
+  if (!PyArg_ParseTuple(args, "LL", &grid_x, &grid_yz)) return nullptr;
+  if (grid_x < 0 || grid_x > 2147483647LL || grid_yz < 1 || grid_yz > 65535) {
+    PyErr_SetString(PyExc_ValueError, "set_grid_limits: need 0 <= grid_x < 2^31 and 1 <= grid_yz <= 65535");
+    return nullptr;
+  }
+  simt::set_grid_limits(grid_x, grid_yz);
+  Py_RETURN_NONE;
+}
+
 PyObject* py_index32_limit(PyObject*, PyObject*) { return PyLong_FromLongLong(simt::index32_limit()); }
 
 PyObject* py_max_grid_stride(PyObject*, PyObject*) {
@@ -88,6 +104,8 @@ PyMethodDef methods[] = {
     {"reset_launch_counts", py_reset_launch_counts, METH_NOARGS, "clears the launch counts"},
     {"set_index32_limit", py_set_index32_limit, METH_VARARGS, "test hook: the 32-bit index limit"},
     {"index32_limit", py_index32_limit, METH_NOARGS, "the 32-bit index limit"},
+    {"set_grid_limits", py_set_grid_limits, METH_VARARGS,
+     "test hook: most blocks along x (0: the device's sizing) and largest grid.y/z the launchers choose"},
     {"max_grid_stride", py_max_grid_stride, METH_NOARGS, "largest grid-stride step of the kernels"},
     {"access_checks", py_access_checks, METH_NOARGS, "whether the shared-memory access checks are compiled in"},
     {"asan_build", py_asan_build, METH_NOARGS, "whether the module was built with AddressSanitizer"},

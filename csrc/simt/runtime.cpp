@@ -195,6 +195,8 @@ std::map<const void*, int64_t>& smem_attr_map() {
   return attrs;
 }
 std::atomic<int64_t> g_index32_limit{std::numeric_limits<int32_t>::max()};
+std::atomic<int64_t> g_grid_yz_limit{65535};
+std::atomic<int64_t> g_grid_x_limit{0};
 
 std::string dim_str(unsigned x, unsigned y, unsigned z) {
   std::ostringstream s;
@@ -421,7 +423,9 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   const int warp = me / 32, lane = me % 32;
   const int warp_threads = std::min(32, w.nthreads - warp * 32);
   const unsigned existing = warp_threads == 32 ? 0xffffffffu : ((1u << warp_threads) - 1u);
-  if (((mask >> lane) & 1u) == 0) fail(std::string(name) + ": mask " + hex(mask) + " does not include the calling lane " + std::to_string(lane));
+  if (((mask >> lane) & 1u) == 0) {
+    fail(std::string(name) + ": mask " + hex(mask) + " does not include the calling lane " + std::to_string(lane));
+  }
   if ((mask & ~existing) != 0) {
     fail(std::string(name) + ": mask " + hex(mask) + " names lanes " + mask_lanes(mask & ~existing) +
          " that this warp does not have (block of " + std::to_string(w.nthreads) + " threads)");
@@ -574,6 +578,8 @@ void set_max_dynamic_smem(const void* kernel_id, int64_t bytes) {
 }
 
 int64_t index32_limit() { return g_index32_limit.load(); }
+int64_t grid_x_limit() { return g_grid_x_limit.load(); }
+int64_t grid_yz_limit() { return g_grid_yz_limit.load(); }
 
 void launch(const KernelCall& call, const LaunchConfig& cfg) {
   const DeviceProp& prop = *device_properties();
@@ -725,6 +731,10 @@ void reset_launch_counts() {
   launch_counts_map().clear();
 }
 void set_index32_limit(int64_t limit) { g_index32_limit.store(limit); }
+void set_grid_limits(int64_t grid_x, int64_t grid_yz) {
+  g_grid_x_limit.store(grid_x);
+  g_grid_yz_limit.store(grid_yz);
+}
 bool access_checks_enabled() { return SIMT_HOOKS != 0; }
 
 }  // namespace simt

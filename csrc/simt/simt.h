@@ -352,6 +352,11 @@ class DeviceGuard {
 // Test hook: the largest offset the 32-bit index instantiations may address
 // (INT32_MAX unless a test lowers it; 0 forces the 64-bit instantiations).
 int64_t index32_limit();
+// Test hooks: the most blocks along x the launchers choose (0: the device's own
+// sizing) and the largest grid.y / grid.z (65535). Tests lower them so that small
+// tensors run the loops large ones run; the launch checks keep the hardware limits.
+int64_t grid_x_limit();
+int64_t grid_yz_limit();
 
 }  // namespace simt
 
