@@ -153,6 +153,11 @@ for dt in DTYPES:
     case(f"cs-concat-cl-chunks-{n}", "concat_shuffle",
          lambda dt=dt: (*t((2, 16, 3, 3), "cl", dt).chunk(2, 1), 2), True)
     case(f"cs-concat-bwd-cl-{n}", "concat_shuffle_backward", lambda dt=dt: (t((2, 16, 3, 3), "cl", dt), 2, 8), True)
+# More pixels than one tile of the channels-last kernel (64): with small grids a
+# block moves several tiles.
+case("cs-cl-many-pixels", "channel_shuffle", lambda: (t((2, 16, 8, 9), "cl"), 2), True)
+case("cs-concat-cl-many-pixels-f16", "concat_shuffle",
+     lambda: (*t((2, 24, 8, 9), "cl", F16).chunk(2, 1), 2), True)
 case("cs-cl-wide-elements-f32", "channel_shuffle", lambda: (t((1, 12288, 1, 2), "cl"), 2), True)
 case("cs-cl-wide-elements-f16", "channel_shuffle", lambda: (t((1, 12288, 1, 2), "cl", F16), 3), True)
 case("cs-hw1", "channel_shuffle", lambda: (t((2, 8, 1, 1), "cl"), 2), True)
