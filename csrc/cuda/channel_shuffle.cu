@@ -294,7 +294,8 @@ void run_gather(const std::vector<at::Tensor>& sources, const std::vector<at::Te
         tile_pixels = std::max<int64_t>(tile_pixels, 1);
         const int64_t smem = fixed + ceil_div(4 * tile_pixels * sizeof(index_t), 16) * 16 + tile_pixels * row * elem;
         if (smem <= 48 * 1024) {
-          const int64_t grid = std::min<int64_t>(ceil_div(n * s, tile_pixels), max_grid_blocks() / 2);
+          const int64_t grid =
+              std::min<int64_t>(ceil_div(n * s, tile_pixels), std::max<int64_t>(max_grid_blocks() / 2, 1));
           if (vec_ok) {
             SHUFFLENET_LAUNCH(grid, kThreads, smem, stream,
                               gather_pixels_kernel<scalar_t, index_t, kVec>)

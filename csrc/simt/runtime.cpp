@@ -236,7 +236,11 @@ void switch_to_scheduler(Worker& w) {
 
 void fiber_entry() {
   Worker& w = *tls_active;
-  w.call->thunk(w.call->args);
+  try {
+    w.call->thunk(w.call->args);
+  } catch (const std::exception& e) {  // must not unwind past the fiber's first frame
+    if (w.error.empty()) w.error = where(w) + ": " + e.what();
+  }
   fiber_exit(w);
 }
 
