@@ -29,6 +29,9 @@
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
+#if defined(SHUFFLENET_SIMT_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #if defined(__SANITIZE_ADDRESS__) && !defined(SHUFFLENET_SIMT_ASAN)
 #define SIMT_HOOKS 1
@@ -234,13 +237,20 @@ void switch_to_scheduler(Worker& w) {
   __builtin_unreachable();
 }
 
-void fiber_entry() {
-  Worker& w = *tls_active;
+// Runs the kernel in a frame of its own that returns normally (fiber_entry never
+// returns: under AddressSanitizer a frame with locals there would leave its stack
+// redzones poisoned for the next block on the same stack).
+__attribute__((noinline)) void run_kernel(Worker& w) {
   try {
     w.call->thunk(w.call->args);
   } catch (const std::exception& e) {  // must not unwind past the fiber's first frame
     if (w.error.empty()) w.error = where(w) + ": " + e.what();
   }
+}
+
+void fiber_entry() {
+  Worker& w = *tls_active;
+  run_kernel(w);
   fiber_exit(w);
 }
 
@@ -360,6 +370,10 @@ void run_block(Worker& w, const KernelCall& call, const LaunchConfig& cfg, int64
       w.current = -1;
       ran = true;
       if (!w.error.empty()) {
+#if defined(SHUFFLENET_SIMT_ASAN)
+        // The block's fibers are abandoned mid-frame: clear their stack redzones.
+        __asan_unpoison_memory_region(w.stacks, (kStackBytes + kPage) * w.nthreads);
+#endif
         tls_active = nullptr;
         return;
       }
@@ -401,6 +415,9 @@ void run_block(Worker& w, const KernelCall& call, const LaunchConfig& cfg, int64
     w.error = s.str();
     break;
   }
+#if defined(SHUFFLENET_SIMT_ASAN)
+  if (!w.error.empty()) __asan_unpoison_memory_region(w.stacks, (kStackBytes + kPage) * w.nthreads);
+#endif
   tls_active = nullptr;
 }
 
