@@ -12,6 +12,8 @@ Environment:
                          cannot be built
   CUDA_HOME / CUDA_PATH  the toolkit's root (otherwise found from the nvcc on PATH)
   TORCH_CUDA_ARCH_LIST   GPU architectures (default "9.0a", Hopper)
+  SHUFFLENET_SIMT=1      also build the test-only ``_C_simt``: the CUDA kernels compiled for
+                         the CPU against the SIMT emulation (``only``: just that one)
 
 Install with ``pip install --no-build-isolation .`` (or ``-e .``): torch must already be
 installed, since the build imports it.
@@ -230,12 +232,72 @@ def _extension(toolkit: CudaToolkit | None):
     )
 
 
+def _simt_extension():
+    """``shufflenet_kernels._C_simt``, built only with ``SHUFFLENET_SIMT=1`` (test-only).
+
+    The CUDA sources of csrc/cuda compiled by the host C++ compiler against the
+    SIMT emulation (csrc/simt/simt.h: the CUDA execution model on the CPU), so the
+    CUDA kernels run, and are tested, without a GPU or nvcc. Its ops are
+    ``torch.ops.shufflenet_simt.*`` on CPU tensors.
+
+    gcc's address-sanitizer instrumentation in its out-of-line form turns every
+    load and store into a call that csrc/simt/runtime.cpp implements (shared-memory
+    bounds, initialisation and race checks; no sanitizer runtime is linked).
+    ``SHUFFLENET_SIMT_CHECKS=0`` builds without it. ``SHUFFLENET_SIMT_ASAN=1``
+    builds with the real AddressSanitizer instead (global out-of-bounds accesses;
+    run Python with the ASan runtime preloaded, see the README).
+    """
+    from torch.utils.cpp_extension import CppExtension
+
+    sources = sorted(glob.glob("csrc/simt/*.cpp"))
+    cxx_flags = [
+        "-O1",
+        "-std=c++17",
+        "-DSHUFFLENET_SIMT",
+        "-fvisibility=hidden",
+        "-fvisibility-inlines-hidden",
+        "-Wno-unknown-pragmas",
+        "-Wno-psabi",
+        "-fno-strict-aliasing",
+        "-fopenmp",
+    ]
+    link_flags = ["-fopenmp"]
+    if os.environ.get("SHUFFLENET_SIMT_ASAN", "0") == "1":
+        cxx_flags += ["-DSHUFFLENET_SIMT_ASAN", "-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
+        link_flags += ["-fsanitize=address"]
+    elif os.environ.get("SHUFFLENET_SIMT_CHECKS", "1") != "0":
+        cxx_flags += [
+            "-fsanitize=address",
+            "-fno-sanitize-address-use-after-scope",
+            "--param=asan-instrumentation-with-call-threshold=0",
+            "--param=asan-stack=0",
+            "--param=asan-globals=0",
+            "--param=asan-use-after-return=0",
+            "--param=asan-memintrin=0",
+            # whole-vector accesses only where the source has them
+            "-fno-tree-vectorize",
+            "-fno-tree-slp-vectorize",
+        ]
+    return CppExtension(
+        "shufflenet_kernels._C_simt",
+        sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
+        py_limited_api=True,
+    )
+
+
 if __name__ == "__main__":
+    # SHUFFLENET_SIMT=1: _C and _C_simt; SHUFFLENET_SIMT=only: just _C_simt.
+    simt = os.environ.get("SHUFFLENET_SIMT", "0")
+    ext_modules = [] if simt == "only" else [_extension(_cuda_decision())]
+    if simt in ("1", "only"):
+        ext_modules.append(_simt_extension())
     from torch.utils.cpp_extension import BuildExtension
 
-    extension = _extension(_cuda_decision())
     setup(
-        ext_modules=[extension],
+        ext_modules=ext_modules,
         cmdclass={"build_ext": BuildExtension},
         options={"bdist_wheel": {"py_limited_api": "cp310"}},
     )

@@ -282,6 +282,30 @@ def _leaf(*shape: int, cl: bool = False) -> torch.Tensor:
     return t.requires_grad_()
 
 
+def test_relu_mask_passes_nan_like_cpu() -> None:
+    """Only relu_output <= 0 masks the gradient: where it is NaN the gradient passes,
+    as in the CPU kernels (and threshold_backward)."""
+    x = torch.randn(1, 4, 5, 5)
+    g = torch.randn(1, 4, 5, 5)
+    r = torch.full((1, 4, 5, 5), float("nan"))
+    r[0, 0] = -1.0
+    w = torch.randn(4, 4, 1, 1)
+    cpu = torch.ops.shufflenet
+    dev = [a.to(DEVICE) for a in (g, x, w, r)]
+    ours = ops.pointwise_conv_backward(*dev, 1, 1, [True, True, True])
+    ref = cpu.pointwise_conv_backward(g, x, w, r, 1, 1, [True, True, True])
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours[2].cpu()[1:], g[0, 1:].sum((1, 2)), rtol=1e-4, atol=1e-4)
+    wd = torch.randn(4, 1, 3, 3)
+    dev = [a.to(DEVICE) for a in (g, x, wd, r)]
+    ours = ops.depthwise_conv2d_backward(*dev, [1, 1], [1, 1], [1, 1], [True, True, True])
+    ref = cpu.depthwise_conv2d_backward(g, x, wd, r, [1, 1], [1, 1], [1, 1], [True, True, True])
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
+    assert ours[2].cpu()[0] == 0 and (ours[2].cpu()[1:] != 0).all()
+
+
 # Under the interpreter every op call runs its kernels in Python, and a full
 # gradcheck calls the op twice per input element and its backward once per output
 # element. The data-movement ops are cheap enough for the full check; the convs

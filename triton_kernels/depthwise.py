@@ -216,7 +216,7 @@ def _dw_backward_input_kernel(
             gv = tl.load(g_row + ow * g_sw, mask=m, other=0.0)
             if HAS_RELU:
                 rv = tl.load(r_row + ow * r_sw, mask=m, other=0.0)
-                gv = tl.where(rv > 0, gv, 0.0)
+                gv = tl.where(rv <= 0, 0.0, gv)  # NaN passes, as on the CPU
             wv = tl.load(w_base + (kh * KW + kw), mask=c_mask, other=0.0)
             acc += gv.to(acc.dtype) * wv.to(acc.dtype)
     in_mask = c_mask & (ih < H) & (iw < W)
@@ -306,7 +306,7 @@ def _dw_backward_weight_kernel(
             rv = tl.load(
                 r_ptr + c[:, None] * r_sc + (n * r_sn + oh * r_sh + ow * r_sw)[None, :], mask=m, other=0.0
             )
-            gv = tl.where(rv > 0, gv, 0.0)
+            gv = tl.where(rv <= 0, 0.0, gv)  # NaN passes, as on the CPU
         gv = gv.to(acc_w.dtype)
         if COMPUTE_W:
             ih = oh * SH - pad_h + kh * DH

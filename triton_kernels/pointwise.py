@@ -198,7 +198,7 @@ def _load_grad(
         else:
             r_off = ch[None, :] * r_sc + (n * r_sn + s * r_ss)[:, None]
         rv = tl.load(r_ptr + r_off, mask=mask, other=0.0)
-        gv = tl.where(rv > 0, gv, 0.0)
+        gv = tl.where(rv <= 0, 0.0, gv)  # NaN passes, as on the CPU
     return gv
 
 

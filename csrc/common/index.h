@@ -1,5 +1,6 @@
 // Index math shared by the CPU and CUDA kernels (C10_HOST_DEVICE), so the CPU
-// tests exercise exactly the arithmetic the GPU kernels run. 64-bit throughout.
+// tests exercise exactly the arithmetic the GPU kernels run. 64-bit unless a
+// helper says otherwise.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -48,12 +49,15 @@ C10_HOST_DEVICE inline int64_t conv_input_index(
 
 // Transposed view used by the input gradient: the output coordinate that reads
 // input coordinate `in` through tap `k`, or -1 when no output does (not on the
-// stride grid, or outside [0, out_size)).
-C10_HOST_DEVICE inline int64_t conv_output_index_for_input(
-    int64_t in, int64_t k, int64_t stride, int64_t padding, int64_t dilation, int64_t out_size) {
-  const int64_t num = in + padding - k * dilation;
+// stride grid, or outside [0, out_size)). In the index type of the caller: the
+// CUDA kernels' 32-bit instantiations divide in 32 bits (several times cheaper
+// than a 64-bit division on the GPU).
+template <typename index_t>
+C10_HOST_DEVICE inline index_t conv_output_index_for_input(
+    index_t in, index_t k, index_t stride, index_t padding, index_t dilation, index_t out_size) {
+  const index_t num = in + padding - k * dilation;
   if (num < 0 || num % stride != 0) return -1;
-  const int64_t out = num / stride;
+  const index_t out = num / stride;
   return out < out_size ? out : -1;
 }
 

@@ -92,7 +92,7 @@ __global__ void gather_planes_kernel(const GatherParams p) {
 // here: target is DRAM bandwidth for C >= 64.
 template <typename scalar_t, typename index_t, int VEC>
 __global__ void gather_pixels_kernel(const GatherParams p, int tile_pixels, int row) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SHUFFLENET_DYNAMIC_SHARED(unsigned char, smem_raw);
   const int channels = static_cast<int>(p.channels);
   int* map = reinterpret_cast<int*>(smem_raw);
   index_t* base = reinterpret_cast<index_t*>(smem_raw + ceil_div(channels * sizeof(int), 16) * 16);
@@ -267,11 +267,11 @@ void run_gather(const std::vector<at::Tensor>& sources, const std::vector<at::Te
         int tx = 32;
         while (tx < run && tx < kThreads) tx *= 2;
         const dim3 block(tx, kThreads / tx);
-        const int64_t grid = std::min<int64_t>(ceil_div(n * channels, block.y), int64_t{num_sms()} * 32);
+        const int64_t grid = std::min<int64_t>(ceil_div(n * channels, block.y), max_grid_blocks());
         if (vec_ok) {
-          gather_planes_kernel<scalar_t, index_t, kVec><<<grid, block, 0, stream>>>(p);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream, gather_planes_kernel<scalar_t, index_t, kVec>)(p);
         } else {
-          gather_planes_kernel<scalar_t, index_t, 1><<<grid, block, 0, stream>>>(p);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream, gather_planes_kernel<scalar_t, index_t, 1>)(p);
         }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
@@ -294,19 +294,23 @@ void run_gather(const std::vector<at::Tensor>& sources, const std::vector<at::Te
         tile_pixels = std::max<int64_t>(tile_pixels, 1);
         const int64_t smem = fixed + ceil_div(4 * tile_pixels * sizeof(index_t), 16) * 16 + tile_pixels * row * elem;
         if (smem <= 48 * 1024) {
-          const int64_t grid = std::min<int64_t>(ceil_div(n * s, tile_pixels), int64_t{num_sms()} * 16);
+          const int64_t grid =
+              std::min<int64_t>(ceil_div(n * s, tile_pixels), std::max<int64_t>(max_grid_blocks() / 2, 1));
           if (vec_ok) {
-            gather_pixels_kernel<scalar_t, index_t, kVec>
-                <<<grid, kThreads, smem, stream>>>(p, static_cast<int>(tile_pixels), static_cast<int>(row));
+            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream,
+                              gather_pixels_kernel<scalar_t, index_t, kVec>)
+            (p, static_cast<int>(tile_pixels), static_cast<int>(row));
           } else {
-            gather_pixels_kernel<scalar_t, index_t, 1>
-                <<<grid, kThreads, smem, stream>>>(p, static_cast<int>(tile_pixels), static_cast<int>(row));
+            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream,
+                              gather_pixels_kernel<scalar_t, index_t, 1>)
+            (p, static_cast<int>(tile_pixels), static_cast<int>(row));
           }
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           return;
         }
       }
-      gather_elements_kernel<scalar_t, index_t><<<grid_for(n * channels * s, kThreads), kThreads, 0, stream>>>(p);
+      SHUFFLENET_LAUNCH(grid_for(n * channels * s, kThreads), kThreads, 0, stream,
+                        gather_elements_kernel<scalar_t, index_t>)(p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -352,7 +356,7 @@ at::Tensor channel_shuffle_cuda(const at::Tensor& input, int64_t groups) {
   return out;
 }
 
-TORCH_LIBRARY_IMPL(shufflenet, CUDA, m) {
+SHUFFLENET_CUDA_LIBRARY_IMPL(m) {
   m.impl("channel_shuffle", &channel_shuffle_cuda);
   m.impl("concat_shuffle", &concat_shuffle_cuda);
   m.impl("concat_shuffle_backward", &concat_shuffle_backward_cuda);

@@ -5,12 +5,30 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <limits>
+
+#ifdef SHUFFLENET_SIMT
+// The emulation build (csrc/simt): the same kernels on the CPU. simt.h defines
+// the macros below for it.
+#include "simt/simt.h"
+#else
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <cstdint>
-#include <limits>
+// The few places where the kernel text differs from plain CUDA, so that the
+// emulation build compiles the same source:
+//   SHUFFLENET_LAUNCH(grid, block, smem, stream, kernel)(args)
+//       = kernel<<<grid, block, smem, stream>>>(args)
+//   SHUFFLENET_SHARED(type, name, dims)   = __shared__ type name dims
+//   SHUFFLENET_DYNAMIC_SHARED(type, name) = extern __shared__ __align__(16) type name[]
+#define SHUFFLENET_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define SHUFFLENET_SHARED(type, name, dims) __shared__ type name dims
+#define SHUFFLENET_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#define SHUFFLENET_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(shufflenet, CUDA, m)
+#endif
 
 // The CUDA kernels' dtypes: float32, float16, bfloat16 (float64 is CPU only and
 // rejected by the shared argument checks, so it is not compiled here).
@@ -23,8 +41,16 @@ namespace shufflenet::cuda {
 
 // Threads of a one-dimensional launch unless a kernel says otherwise.
 constexpr int kThreads = 256;
-// Largest grid extent in y and z.
-constexpr int64_t kMaxGridYZ = 65535;
+// Largest grid extent in y and z the launchers use: the hardware limit, 65535 (a
+// test hook of the emulation build can lower it, so that small tensors reach the
+// loops over grid.y).
+inline int64_t max_grid_yz() {
+#ifdef SHUFFLENET_SIMT
+  return ::simt::grid_yz_limit();
+#else
+  return 65535;
+#endif
+}
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -36,15 +62,43 @@ inline int64_t storage_reach(const at::Tensor& t) {
   return reach;
 }
 
+inline int num_sms() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+
+// Most blocks a launch sized by grid_for (or by a kernel's own cap) uses: enough
+// to fill the device several times (a test hook of the emulation build can lower
+// it, so that small tensors run every grid-stride loop several times).
+inline int64_t max_grid_blocks() {
+#ifdef SHUFFLENET_SIMT
+  if (::simt::grid_x_limit() > 0) return ::simt::grid_x_limit();
+#endif
+  return static_cast<int64_t>(num_sms()) * 32;
+}
+
+// Largest step of any grid-stride loop: every block of the largest grid with the
+// most threads a block may have.
+inline int64_t max_grid_stride() { return max_grid_blocks() * 1024; }
+
+// Largest offset the 32-bit instantiations may address: INT32_MAX (a test hook of
+// the emulation build can lower it).
+inline int64_t index32_limit() {
+#ifdef SHUFFLENET_SIMT
+  return ::simt::index32_limit();
+#else
+  return std::numeric_limits<int32_t>::max();
+#endif
+}
+
 // True when every offset (and every index up to numel) of every tensor fits in
-// int32: the kernels then use 32-bit index arithmetic, which is several times
-// cheaper than 64-bit division on the GPU. Tensors beyond 2^31 elements take
-// the int64 instantiation.
+// int32, with room for one more grid stride: a grid-stride loop computes
+// `i + stride` before it tests `i < total`, and in 32 bits that sum must not
+// wrap. The kernels then use 32-bit index arithmetic, which is several times
+// cheaper than 64-bit division on the GPU; larger tensors take the int64
+// instantiation.
 inline bool fits_int32(std::initializer_list<const at::Tensor*> tensors) {
-  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  const int64_t limit = index32_limit() - max_grid_stride();
   for (const at::Tensor* t : tensors) {
     if (t == nullptr || !t->defined()) continue;
-    if (storage_reach(*t) > kMax || t->numel() > kMax) return false;
+    if (storage_reach(*t) > limit || t->numel() > limit) return false;
   }
   return true;
 }
@@ -61,13 +115,11 @@ void dispatch_index_type(bool use32, const F& f) {
 
 inline bool is_aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-inline int num_sms() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
-
 // Grid size for a grid-stride loop over `work` items with `threads` per block:
 // enough blocks to fill the device several times, never more than the work.
 inline int64_t grid_for(int64_t work, int threads) {
   const int64_t needed = ceil_div(work, threads);
-  const int64_t cap = static_cast<int64_t>(num_sms()) * 32;
+  const int64_t cap = max_grid_blocks();
   return needed < cap ? (needed > 0 ? needed : 1) : cap;
 }
 
@@ -97,11 +149,17 @@ struct alignas(sizeof(T) * VEC) Pack {
 
 template <typename T, int VEC>
 __device__ __forceinline__ Pack<T, VEC> load_pack(const T* p) {
+#ifdef SHUFFLENET_SIMT
+  ::simt::check_vector_access(p, sizeof(Pack<T, VEC>), "load");
+#endif
   return *reinterpret_cast<const Pack<T, VEC>*>(p);
 }
 
 template <typename T, int VEC>
 __device__ __forceinline__ void store_pack(T* p, const Pack<T, VEC>& v) {
+#ifdef SHUFFLENET_SIMT
+  ::simt::check_vector_access(p, sizeof(Pack<T, VEC>), "store");
+#endif
   *reinterpret_cast<Pack<T, VEC>*>(p) = v;
 }
 
@@ -111,10 +169,12 @@ constexpr int vec16() {
   return static_cast<int>(16 / sizeof(T));
 }
 
-// Gradient masked by the forward's ReLU: zero where the forward output was <= 0.
+// Gradient masked by the forward's ReLU: zero where the forward output was <= 0,
+// passed through elsewhere (NaN included), as the CPU kernels and
+// threshold_backward do.
 template <typename T>
 __device__ __forceinline__ float relu_masked(float grad, const T* relu_out, int64_t offset) {
-  return (relu_out != nullptr && !(to_float(relu_out[offset]) > 0.f)) ? 0.f : grad;
+  return (relu_out != nullptr && to_float(relu_out[offset]) <= 0.f) ? 0.f : grad;
 }
 
 }  // namespace shufflenet::cuda

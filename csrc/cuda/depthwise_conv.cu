@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 
 #include "common/checks.h"
 #include "common/index.h"
@@ -86,7 +87,7 @@ __global__ void dw_fwd_nchw_kernel(const DwParams p, const scalar_t* __restrict_
                                    const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
                                    scalar_t* __restrict__ y, bool relu, int tiles_w, int in_tile_h, int in_tile_w) {
   constexpr bool kGeneric = KH == 0;
-  extern __shared__ float smem[];
+  SHUFFLENET_DYNAMIC_SHARED(float, smem);
   float* tile = smem;
   float* wsm = smem + in_tile_h * in_tile_w;  // generic kernel only
 
@@ -309,6 +310,7 @@ __global__ void dw_bwd_input_kernel(const DwParams p, const scalar_t* __restrict
                                     scalar_t* __restrict__ grad_input, int64_t gi_sn, int64_t gi_sc, int64_t gi_sh,
                                     int64_t gi_sw) {
   const index_t w = static_cast<index_t>(p.w), h = static_cast<index_t>(p.h), cc = static_cast<index_t>(p.c);
+  const index_t h_out = static_cast<index_t>(p.ho), w_out = static_cast<index_t>(p.wo);
   const index_t total = static_cast<index_t>(p.n) * cc * h * w;
   for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
@@ -329,13 +331,15 @@ __global__ void dw_bwd_input_kernel(const DwParams p, const scalar_t* __restrict
         relu_out != nullptr ? relu_out + n * static_cast<index_t>(p.y_sn) + c * static_cast<index_t>(p.y_sc) : nullptr;
     const scalar_t* wp = weight + c * (p.kh * p.kw);
     float acc = 0.f;
+    // In index_t: the 32-bit instantiation divides in 32 bits.
+    static_assert(std::is_same_v<decltype(conv_output_index_for_input<index_t>(0, 0, 0, 0, 0, 0)), index_t>);
     for (int k_h = 0; k_h < p.kh; ++k_h) {
-      const int64_t oh = conv_output_index_for_input(ih, k_h, p.sh, p.ph, p.dh, p.ho);
+      const index_t oh = conv_output_index_for_input<index_t>(ih, k_h, p.sh, p.ph, p.dh, h_out);
       if (oh < 0) continue;
       for (int k_w = 0; k_w < p.kw; ++k_w) {
-        const int64_t ow = conv_output_index_for_input(iw, k_w, p.sw, p.pw, p.dw, p.wo);
+        const index_t ow = conv_output_index_for_input<index_t>(iw, k_w, p.sw, p.pw, p.dw, w_out);
         if (ow < 0) continue;
-        const index_t off = static_cast<index_t>(oh * p.y_sh + ow * p.y_sw);
+        const index_t off = oh * static_cast<index_t>(p.y_sh) + ow * static_cast<index_t>(p.y_sw);
         acc = fmaf(to_float(wp[k_h * p.kw + k_w]), relu_masked(to_float(gp[off]), mp, off), acc);
       }
     }
@@ -409,7 +413,7 @@ __global__ void dw_wgrad_partial_kernel(const DwParams p, const scalar_t* __rest
     }
     // Warp butterfly then a fixed-order sum over warps: the same inputs always
     // give the same bits.
-    __shared__ float red[kThreads / 32][kTapsMax];
+    SHUFFLENET_SHARED(float, red, [kThreads / 32][kTapsMax]);
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
     for (int i = 0; i < KHM; ++i) {
@@ -443,7 +447,7 @@ __global__ void dw_wgrad_partial_kernel(const DwParams p, const scalar_t* __rest
         dw_wgrad_accumulate<scalar_t, index_t, KHM, KWM>(p, x, grad, relu_out, n, c, oh, r - oh * wo, acc, acc_b);
       }
     }
-    __shared__ float red[kWgradClThreadsY][kTapsMax][32];
+    SHUFFLENET_SHARED(float, red, [kWgradClThreadsY][kTapsMax][32]);
 #pragma unroll
     for (int i = 0; i < KHM; ++i) {
 #pragma unroll
@@ -512,16 +516,16 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
       // for fp32, no spills; more columns would cut occupancy further.
       if (fast3x3 && p.sh == 1) {
         const int64_t work = p.n * p.ho * ceil_div(p.wo, 4) * cvecs;
-        dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 1, 1, 4>
-            <<<grid_for(work, kThreads), kThreads, 0, stream>>>(p, xp, wt, bp, yp, relu);
+        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 1, 1, 4>)(p, xp, wt, bp, yp, relu);
       } else if (fast3x3) {
         const int64_t work = p.n * p.ho * ceil_div(p.wo, 2) * cvecs;
-        dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 2, 2, 2>
-            <<<grid_for(work, kThreads), kThreads, 0, stream>>>(p, xp, wt, bp, yp, relu);
+        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 2, 2, 2>)(p, xp, wt, bp, yp, relu);
       } else {
         const int64_t work = p.n * p.ho * p.wo * cvecs;
-        dw_fwd_nhwc_kernel<scalar_t, index_t, V, 0, 0, 0, 0, 1>
-            <<<grid_for(work, kThreads), kThreads, 0, stream>>>(p, xp, wt, bp, yp, relu);
+        SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 0, 0, 0, 0, 1>)(p, xp, wt, bp, yp, relu);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
@@ -546,8 +550,8 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
   const int64_t smem = (in_tile_h * in_tile_w + kMaxTaps) * static_cast<int64_t>(sizeof(float));
   const scalar_t* wp = weight.const_data_ptr<scalar_t>();
   if (smem > 48 * 1024) {
-    dw_fwd_direct_kernel<scalar_t, index_t>
-        <<<grid_for(p.n * p.c * p.ho * p.wo, kThreads), kThreads, 0, stream>>>(p, xp, wp, bp, yp, relu);
+    SHUFFLENET_LAUNCH(grid_for(p.n * p.c * p.ho * p.wo, kThreads), kThreads, 0, stream,
+                      dw_fwd_direct_kernel<scalar_t, index_t>)(p, xp, wp, bp, yp, relu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
@@ -555,18 +559,19 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
   const int64_t tiles = tiles_w * ceil_div(p.ho, tile_h);
   TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), "depthwise_conv2d: output plane ", p.ho, "x", p.wo,
               " is too large for the CUDA kernels");
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min<int64_t>(p.n * p.c, kMaxGridYZ)));
+  const dim3 grid(static_cast<unsigned>(tiles),
+                  static_cast<unsigned>(std::min<int64_t>(p.n * p.c, max_grid_yz())));
   const dim3 block(tile_w, ty);
   const int ith = static_cast<int>(in_tile_h), itw = static_cast<int>(in_tile_w);
   if (fast3x3 && p.sh == 1) {
-    dw_fwd_nchw_kernel<scalar_t, index_t, 3, 3, 1, 1>
-        <<<grid, block, smem, stream>>>(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
+    SHUFFLENET_LAUNCH(grid, block, smem, stream,
+                      dw_fwd_nchw_kernel<scalar_t, index_t, 3, 3, 1, 1>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
   } else if (fast3x3) {
-    dw_fwd_nchw_kernel<scalar_t, index_t, 3, 3, 2, 2>
-        <<<grid, block, smem, stream>>>(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
+    SHUFFLENET_LAUNCH(grid, block, smem, stream,
+                      dw_fwd_nchw_kernel<scalar_t, index_t, 3, 3, 2, 2>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
   } else {
-    dw_fwd_nchw_kernel<scalar_t, index_t, 0, 0, 0, 0>
-        <<<grid, block, smem, stream>>>(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
+    SHUFFLENET_LAUNCH(grid, block, smem, stream,
+                      dw_fwd_nchw_kernel<scalar_t, index_t, 0, 0, 0, 0>)(p, xp, wp, bp, yp, relu, tiles_w, ith, itw);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -645,8 +650,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
         const int64_t total = grad_input.numel();
         auto* gi = grad_input.mutable_data_ptr<scalar_t>();
         const auto launch = [&](auto cl_tag) {
-          dw_bwd_input_kernel<scalar_t, index_t, decltype(cl_tag)::value>
-              <<<grid_for(total, kThreads), kThreads, 0, stream>>>(p, gp, mp, w.const_data_ptr<scalar_t>(), gi,
+          SHUFFLENET_LAUNCH(grid_for(total, kThreads), kThreads, 0, stream,
+                            dw_bwd_input_kernel<scalar_t, index_t, decltype(cl_tag)::value>)
+          (p, gp, mp, w.const_data_ptr<scalar_t>(), gi,
                                                                    grad_input.stride(0), grad_input.stride(1),
                                                                    grad_input.stride(2), grad_input.stride(3));
         };
@@ -663,7 +669,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
         const int64_t min_per_split = cl ? 512 : 2048;  // positions per block worth a launch
         const int64_t splits = std::max<int64_t>(
             1, std::min<int64_t>({ceil_div(4 * int64_t{num_sms()}, cblocks), ceil_div(positions, min_per_split),
-                                  kMaxGridYZ}));
+                                  max_grid_yz()}));
         const int64_t per_split = ceil_div(positions, splits);
         const int taps = p.kh * p.kw;
         at::Tensor ws = at::empty({splits, p.c, taps + 1}, x.options().dtype(at::kFloat));
@@ -672,18 +678,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
         const dim3 block = cl ? dim3(32, kWgradClThreadsY) : dim3(kThreads);
         float* wsp = ws.mutable_data_ptr<float>();
         if (cl && small) {
-          dw_wgrad_partial_kernel<scalar_t, index_t, true, 3, 3><<<grid, block, 0, stream>>>(p, xp, gp, mp, wsp, per_split);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream,
+                            dw_wgrad_partial_kernel<scalar_t, index_t, true, 3, 3>)(p, xp, gp, mp, wsp, per_split);
         } else if (cl) {
-          dw_wgrad_partial_kernel<scalar_t, index_t, true, kMaxDepthwiseKernel, kMaxDepthwiseKernel>
-              <<<grid, block, 0, stream>>>(p, xp, gp, mp, wsp, per_split);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream,
+                            dw_wgrad_partial_kernel<scalar_t, index_t, true, kMaxDepthwiseKernel, kMaxDepthwiseKernel>)
+          (p, xp, gp, mp, wsp, per_split);
         } else if (small) {
-          dw_wgrad_partial_kernel<scalar_t, index_t, false, 3, 3><<<grid, block, 0, stream>>>(p, xp, gp, mp, wsp, per_split);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream,
+                            dw_wgrad_partial_kernel<scalar_t, index_t, false, 3, 3>)(p, xp, gp, mp, wsp, per_split);
         } else {
-          dw_wgrad_partial_kernel<scalar_t, index_t, false, kMaxDepthwiseKernel, kMaxDepthwiseKernel>
-              <<<grid, block, 0, stream>>>(p, xp, gp, mp, wsp, per_split);
+          SHUFFLENET_LAUNCH(grid, block, 0, stream,
+                            dw_wgrad_partial_kernel<scalar_t, index_t, false, kMaxDepthwiseKernel, kMaxDepthwiseKernel>)
+          (p, xp, gp, mp, wsp, per_split);
         }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
-        dw_wgrad_finish_kernel<scalar_t><<<grid_for(p.c * (taps + 1), kThreads), kThreads, 0, stream>>>(
+        SHUFFLENET_LAUNCH(grid_for(p.c * (taps + 1), kThreads), kThreads, 0, stream, dw_wgrad_finish_kernel<scalar_t>)(
             wsp, splits, p.c, taps, output_mask[1] ? grad_weight.mutable_data_ptr<scalar_t>() : nullptr,
             output_mask[2] ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -695,7 +705,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(shufflenet, CUDA, m) {
+SHUFFLENET_CUDA_LIBRARY_IMPL(m) {
   m.impl("depthwise_conv2d", &depthwise_conv2d_cuda);
   m.impl("depthwise_conv2d_backward", &depthwise_conv2d_backward_cuda);
 }

@@ -60,10 +60,10 @@ struct GemmParams {
 template <typename scalar_t, typename index_t, bool CL>
 __global__ void __launch_bounds__(kThreads)
     pw_gemm_kernel(const GemmParams p, int m_tiles, int64_t group_tiles) {
-  __shared__ float as[kBK][kBM + kPad];
-  __shared__ float bs[kBK][kBN + kPad];
-  __shared__ index_t out_chan[kBM];
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SHUFFLENET_SHARED(float, as, [kBK][kBM + kPad]);
+  SHUFFLENET_SHARED(float, bs, [kBK][kBN + kPad]);
+  SHUFFLENET_SHARED(index_t, out_chan, [kBM]);
+  SHUFFLENET_DYNAMIC_SHARED(unsigned char, smem_raw);
   index_t* b_chan = reinterpret_cast<index_t*>(smem_raw);  // [K] channel offsets of B rows
 
   const scalar_t* a = static_cast<const scalar_t*>(p.a);
@@ -192,9 +192,9 @@ template <typename scalar_t, typename index_t, bool CL>
 __global__ void __launch_bounds__(kThreads)
     pw_wgrad_partial_kernel(const WgradParams p, float* __restrict__ ws, int64_t per_split, int m_tiles,
                             int k_tiles) {
-  __shared__ float as[kBK][kBM + kPad];  // [pixel][m]
-  __shared__ float bs[kBK][kBN + kPad];  // [pixel][k]
-  __shared__ index_t d_chan[kBM];
+  SHUFFLENET_SHARED(float, as, [kBK][kBM + kPad]);  // [pixel][m]
+  SHUFFLENET_SHARED(float, bs, [kBK][kBN + kPad]);  // [pixel][k]
+  SHUFFLENET_SHARED(index_t, d_chan, [kBM]);
   const scalar_t* dy = static_cast<const scalar_t*>(p.dy);
   const scalar_t* mask = static_cast<const scalar_t*>(p.mask);
   const scalar_t* x = static_cast<const scalar_t*>(p.x);
@@ -300,16 +300,19 @@ __global__ void pw_wgrad_finish_kernel(const float* __restrict__ ws, int64_t spl
 }
 
 // Launches pw_gemm_kernel over every group and pixel.
-template <typename scalar_t, typename index_t>
-void launch_gemm(const GemmParams& p, bool channels_last) {
+template <typename scalar_t, typename index_t, bool CL>
+void launch_gemm(const GemmParams& p) {
+  // No output rows (the input gradient of a conv with C_in = 0) or no pixels:
+  // nothing to write, and a grid of zero blocks is an invalid launch.
+  if (p.m == 0 || p.n * p.s == 0) return;
   const int m_tiles = static_cast<int>(ceil_div(p.m, kBM));
   const int64_t group_tiles = p.groups * m_tiles;
   const int64_t col_tiles = ceil_div(p.n * p.s, kBN);
   TORCH_CHECK(col_tiles <= std::numeric_limits<int32_t>::max(), "pointwise_conv: too many pixels (", p.n * p.s,
               ") for the CUDA kernels");
-  const dim3 grid(static_cast<unsigned>(col_tiles), static_cast<unsigned>(std::min(group_tiles, kMaxGridYZ)));
+  const dim3 grid(static_cast<unsigned>(col_tiles),
+                  static_cast<unsigned>(std::min(group_tiles, max_grid_yz())));
   const int64_t smem = p.k * static_cast<int64_t>(sizeof(index_t));
-  auto kernel = channels_last ? pw_gemm_kernel<scalar_t, index_t, true> : pw_gemm_kernel<scalar_t, index_t, false>;
   // The B-row channel table takes K entries; raise the dynamic shared-memory limit
   // past the default 48 KB only for the (rare) very wide groups.
   constexpr int64_t kStaticSmem = 2 * kBK * (kBM + kPad) * sizeof(float) + kBM * sizeof(index_t);
@@ -317,10 +320,21 @@ void launch_gemm(const GemmParams& p, bool channels_last) {
     const int64_t optin = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
     TORCH_CHECK(smem + kStaticSmem <= optin, "pointwise_conv: ", p.k,
                 " channels per group exceed what the CUDA kernel supports");
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(pw_gemm_kernel<scalar_t, index_t, CL>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
-  kernel<<<grid, kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(p, m_tiles, group_tiles);
+  SHUFFLENET_LAUNCH(grid, kThreads, smem, at::cuda::getCurrentCUDAStream(), pw_gemm_kernel<scalar_t, index_t, CL>)
+  (p, m_tiles, group_tiles);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename scalar_t, typename index_t>
+void launch_gemm(const GemmParams& p, bool channels_last) {
+  if (channels_last) {
+    launch_gemm<scalar_t, index_t, true>(p);
+  } else {
+    launch_gemm<scalar_t, index_t, false>(p);
+  }
 }
 
 bool is_channels_last_view(const ChannelView& v) { return v.stride_c == 1 && v.c > 1; }
@@ -470,21 +484,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cuda(
         // pixels per block so the workspace traffic stays small next to the
         // activations read.
         const int64_t splits = std::max<int64_t>(
-            1, std::min<int64_t>({ceil_div(4 * int64_t{num_sms()}, tiles), ceil_div(cols, 1024), kMaxGridYZ}));
+            1,
+            std::min<int64_t>({ceil_div(4 * int64_t{num_sms()}, tiles), ceil_div(cols, 1024), max_grid_yz()}));
         const int64_t per_split = ceil_div(ceil_div(cols, splits), kBK) * kBK;
         at::Tensor ws = at::empty({splits, c_out, k + 1}, x.options().dtype(at::kFloat));
         TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), op, ": too many weight tiles");
         const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
         float* wsp = ws.mutable_data_ptr<float>();
         if (cl) {
-          pw_wgrad_partial_kernel<scalar_t, index_t, true>
-              <<<grid, kThreads, 0, stream>>>(p, wsp, per_split, m_tiles, k_tiles);
+          SHUFFLENET_LAUNCH(grid, kThreads, 0, stream,
+                            pw_wgrad_partial_kernel<scalar_t, index_t, true>)(p, wsp, per_split, m_tiles, k_tiles);
         } else {
-          pw_wgrad_partial_kernel<scalar_t, index_t, false>
-              <<<grid, kThreads, 0, stream>>>(p, wsp, per_split, m_tiles, k_tiles);
+          SHUFFLENET_LAUNCH(grid, kThreads, 0, stream,
+                            pw_wgrad_partial_kernel<scalar_t, index_t, false>)(p, wsp, per_split, m_tiles, k_tiles);
         }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
-        pw_wgrad_finish_kernel<scalar_t><<<grid_for(c_out * (k + 1), kThreads), kThreads, 0, stream>>>(
+        SHUFFLENET_LAUNCH(grid_for(c_out * (k + 1), kThreads), kThreads, 0, stream, pw_wgrad_finish_kernel<scalar_t>)(
             wsp, splits, c_out, k, output_mask[1] ? grad_weight.mutable_data_ptr<scalar_t>() : nullptr,
             output_mask[2] ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -496,7 +511,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(shufflenet, CUDA, m) {
+SHUFFLENET_CUDA_LIBRARY_IMPL(m) {
   m.impl("pointwise_conv", &pointwise_conv_cuda);
   m.impl("pointwise_conv_backward", &pointwise_conv_backward_cuda);
 }

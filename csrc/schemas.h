@@ -1,0 +1,32 @@
+// The op schemas, written once: namespace `shufflenet` (csrc/ops.cpp) and the
+// CUDA-on-CPU emulation build's `shufflenet_simt` (csrc/simt/module.cpp) declare
+// the same ops from this list.
+#pragma once
+
+#include <torch/library.h>
+
+namespace shufflenet {
+
+inline void define_schemas(torch::Library& m) {
+  m.def("channel_shuffle(Tensor input, int groups) -> Tensor");
+  m.def(
+      "pointwise_conv(Tensor input, Tensor weight, Tensor? bias, int groups, int shuffle_groups, "
+      "bool relu) -> Tensor");
+  // relu_output: the forward's output when it applied ReLU (the gradient is masked
+  // where it is <= 0), None otherwise. Outputs not asked for by output_mask are
+  // returned as empty tensors of shape [0].
+  m.def(
+      "pointwise_conv_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor? relu_output, "
+      "int groups, int shuffle_groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool relu) -> Tensor");
+  m.def(
+      "depthwise_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor? relu_output, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def("concat_shuffle(Tensor a, Tensor b, int groups) -> Tensor");
+  // Gradient of concat_shuffle: un-shuffles grad_output and splits it at channels_a.
+  m.def("concat_shuffle_backward(Tensor grad_output, int groups, int channels_a) -> (Tensor, Tensor)");
+}
+
+}  // namespace shufflenet
