@@ -330,7 +330,8 @@ def commit_info() -> dict[str, Any]:
     }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -353,7 +354,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     env = {
         "device": device.type,
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu_name": _cpu_name(),
+        "cpu_name": cpu_name(),
         "torch_version": torch.__version__,
         "triton_version": triton_version,
         "cuda_version": torch.version.cuda,

@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +31,8 @@ import torch.nn.functional as F
 
 import shufflenet_kernels  # noqa: F401  (registers torch.ops.shufflenet)
 
-from .shapes import pointwise_shapes
+from .core import cpu_name
+from .shapes import PointwiseShape, pointwise_shapes
 
 ROUTE_ENV = "SHUFFLENET_CPU_POINTWISE"
 # A timed sample is a loop of calls lasting at least this long.
@@ -40,14 +40,9 @@ MIN_SAMPLE_S = 2e-3
 
 
 @dataclass(frozen=True)
-class Case:
-    label: str
-    c_in: int
-    c_out: int
-    hw: int
-    groups: int
-    shuffle_groups: int
-    relu: bool
+class Case(PointwiseShape):
+    """A layer shape, taken as a channel slice of a tensor twice as wide when ``channel_slice``."""
+
     channel_slice: bool = False
 
 
@@ -56,9 +51,9 @@ def cases() -> list[Case]:
     for s in pointwise_shapes(full=False):
         if s.label.startswith("v2x2.0"):
             continue
-        out.append(Case(s.label, s.c_in, s.c_out, s.hw, s.groups, s.shuffle_groups, s.relu))
+        out.append(Case(**asdict(s)))
         if s.label.startswith("v2"):
-            out.append(Case(s.label + "-slice", s.c_in, s.c_out, s.hw, s.groups, s.shuffle_groups, s.relu, True))
+            out.append(Case(**{**asdict(s), "label": s.label + "-slice"}, channel_slice=True))
     return out
 
 
@@ -169,16 +164,6 @@ def forward_matches(case: Case, x, w, b) -> bool:
     )
     tol = 1e-4 if x.dtype == torch.float32 else 3e-2
     return torch.allclose(y.double(), r, rtol=tol, atol=tol)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def commit() -> str:
