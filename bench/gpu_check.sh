@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One call that turns a CUDA machine into measurements: build, GPU tests,
 # compute-sanitizer, the benchmark suite. Made for a machine lent for minutes,
-# where nothing can be downloaded: the whole check fits in about 9 minutes, each
-# step has a time budget, a failing step is recorded and the next ones still run,
+# where nothing can be downloaded: the step budgets add up to 530 s, so the whole
+# check ends in about 9 minutes; each step has a time budget, a failing step is recorded and the next ones still run,
 # and everything lands in one folder of at most 8 files:
 #
 #   summary.md            step, status, seconds; GPU, driver, versions, commit, date
@@ -126,24 +126,24 @@ if [ -n "$WHEELS" ]; then
 fi
 # Build with the CUDA kernels required: a silent CPU-only build would make every
 # GPU test skip or fall back.
-gpu_step "build" 240 "test -f shufflenet_kernels/_C.abi3.so" -- \
+gpu_step "build" 150 "test -f shufflenet_kernels/_C.abi3.so" -- \
   env MAX_JOBS="$(nproc)" SHUFFLENET_CUDA=1 "$PYTHON" -m pip install --no-build-isolation --no-deps -e "$ROOT"
-gpu_step "build check" 60 "$PYTHON -m pytest -q -p no:cacheprovider tests/test_build.py" -- \
+gpu_step "build check" 30 "$PYTHON -m pytest -q -p no:cacheprovider tests/test_build.py" -- \
   env SHUFFLENET_EXPECT_CUDA=1 SHUFFLENET_EXPECT_TRITON=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_build.py
 # The GPU tests: all of them, with a time budget rather than stopping at the first failure.
-gpu_step "pytest -m gpu" 150 "$PYTHON -m pytest -q -p no:cacheprovider -m gpu --collect-only" -- \
+gpu_step "pytest -m gpu" 120 "$PYTHON -m pytest -q -p no:cacheprovider -m gpu --collect-only" -- \
   "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu -rf --durations=15
-gpu_step "compute-sanitizer memcheck + racecheck" 100 "bash -n tests/cuda_sanitize.sh" -- \
+gpu_step "compute-sanitizer memcheck + racecheck" 60 "bash -n tests/cuda_sanitize.sh" -- \
   env PYTHON="$PYTHON" tests/cuda_sanitize.sh
 # The dry runs time one tiny case of each family on the CPU, so the bench's arguments,
 # its output files and their renaming are checked too.
 OPS_ARGS=(--ops channel_shuffle concat_shuffle pointwise_conv depthwise_conv2d units)
 DRY_BENCH="--device cpu --quick --dtypes float32 --batch 1 --max-shapes 1 --reps 1 --compile-limit 0"
-gpu_step "bench: ops and units (fp16, fp32; batch 32, 256)" 150 \
+gpu_step "bench: ops and units (fp16, fp32; batch 32, 256)" 100 \
   "bench_to ops ${OPS_ARGS[*]} $DRY_BENCH --layouts channels_last --directions fwd" -- \
   bash -c 'bench_to "$@"' _ ops --device cuda --quick "${OPS_ARGS[@]}" \
   --dtypes float16 float32 --batch 32 256 --max-shapes 4
-gpu_step "bench: models (fp16, fp32; batch 1, 32, 256)" 120 \
+gpu_step "bench: models (fp16, fp32; batch 1, 32, 256)" 70 \
   "bench_to models --ops models $DRY_BENCH --layouts channels_last" -- \
   bash -c 'bench_to "$@"' _ models --device cuda --quick --ops models --dtypes float16 float32 --batch 1 32 256
 

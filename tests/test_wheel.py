@@ -91,7 +91,7 @@ def test_wheel_builds_installs_and_runs_outside_the_source_tree(tmp_path: Path) 
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    # Not the test session's TRITON_INTERPRET: the interpreter needs numpy, which a
+    # Not the test run's TRITON_INTERPRET: the interpreter needs numpy, which a
     # torch-only environment lacks (a user on a GPU does not interpret).
     run_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRITON_INTERPRET")}
     out = _run([python, "-c", SMOKE], cwd=outside, env=run_env)
