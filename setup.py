@@ -78,13 +78,16 @@ def _nvcc_toolkit_root(nvcc: str) -> str | None:
     return os.path.realpath(match.group(1).strip()) if match else None
 
 
+def _pip_nvidia_dirs(sub: str) -> list[str]:
+    """Folders ``nvidia/<package>/<sub>`` of the CUDA libraries torch's pip dependencies
+    install (``nvidia/cu13``, or per library ``nvidia/cuda_runtime`` etc.)."""
+    found = {d for site in sys.path for d in glob.glob(os.path.join(site, "nvidia", "*", sub))}
+    return sorted(d for d in found if os.path.isdir(d))
+
+
 def _torch_cudart_dirs() -> list[str]:
-    """Folders of the CUDA runtime that torch's pip dependencies install (nvidia/cu*/lib)."""
-    dirs: list[str] = []
-    for site in sys.path:
-        dirs += glob.glob(os.path.join(site, "nvidia", "cu*", "lib"))
-        dirs += glob.glob(os.path.join(site, "nvidia", "cuda_runtime", "lib"))
-    return sorted({d for d in dirs if glob.glob(os.path.join(d, "libcudart.so*"))})
+    """Folders of the CUDA runtime that torch's pip dependencies install."""
+    return [d for d in _pip_nvidia_dirs("lib") if glob.glob(os.path.join(d, "libcudart.so*"))]
 
 
 def _linkable_cudart(root: str) -> str | None:
@@ -188,11 +191,7 @@ def _cuda_include_dirs() -> list[str]:
     A PyPI torch installs cusparse.h, cublas_v2.h etc. under ``nvidia/cu13/include``
     (or per-library ``nvidia/<lib>/include``), not under the toolkit.
     """
-    dirs: list[str] = []
-    for site in sys.path:
-        dirs += glob.glob(os.path.join(site, "nvidia", "cu*", "include"))
-        dirs += glob.glob(os.path.join(site, "nvidia", "*", "include"))
-    return sorted(set(d for d in dirs if os.path.isdir(d)))
+    return _pip_nvidia_dirs("include")
 
 
 def _extension(toolkit: CudaToolkit | None):

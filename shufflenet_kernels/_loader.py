@@ -26,14 +26,20 @@ NATIVE_LOAD_ERROR: str | None = None
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def _in_source_checkout(package_dir: Path = PACKAGE_DIR) -> bool:
+    """True when ``package_dir`` is the package folder of this project's source checkout
+    (``setup.py`` and ``csrc/ops.cpp`` beside it), not an installed copy."""
+    root = package_dir.parent
+    return (root / "setup.py").is_file() and (root / "csrc" / "ops.cpp").is_file()
+
+
 def is_unbuilt_source_tree(package_dir: Path = PACKAGE_DIR) -> bool:
     """True when the package was imported from a source checkout that holds no build.
 
     That happens when Python runs from the repository's root after a non-editable
     install: the folder ``shufflenet_kernels/`` there shadows the installed package.
     """
-    in_checkout = (package_dir.parent / "setup.py").is_file() and (package_dir.parent / "csrc").is_dir()
-    return in_checkout and not any(package_dir.glob("_C.*"))
+    return _in_source_checkout(package_dir) and not any(package_dir.glob("_C.*"))
 
 
 def _load_failure_message(exc: Exception) -> str:
@@ -77,11 +83,10 @@ def _source_checkout_triton_kernels() -> ModuleType | None:
     Installed (also editable), the folder is the subpackage ``shufflenet_kernels.triton_kernels``
     (``package_dir`` in pyproject.toml). Run from the checkout itself it is a sibling of the
     package; it is loaded under the same name then. Only our own checkout's folder is
-    taken (``csrc/ops.cpp`` next to it), never another top-level ``triton_kernels``.
+    taken (``_in_source_checkout``), never another top-level ``triton_kernels``.
     """
-    root = Path(__file__).resolve().parent.parent
-    init = root / "triton_kernels" / "__init__.py"
-    if not (init.is_file() and (root / "csrc" / "ops.cpp").is_file()):
+    init = PACKAGE_DIR.parent / "triton_kernels" / "__init__.py"
+    if not (init.is_file() and _in_source_checkout()):
         return None
     spec = importlib.util.spec_from_file_location(
         _TRITON_PACKAGE, init, submodule_search_locations=[str(init.parent)]

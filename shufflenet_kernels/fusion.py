@@ -152,10 +152,10 @@ class FoldCache(Generic[T]):
     parameter never matches even if its memory is reused), storage address and version
     counter (bumped by every in-place write: optimizer steps, ``load_state_dict``,
     ``copy_``), so any change of a source recomputes the value. The
-    cache is bypassed (value recomputed on every call) while ``torch.compile`` traces,
-    (``torch.compile`` or ``torch.fx``), so the fold becomes part of the graph, and when autograd must reach the
-    sources (grad enabled and a source requires grad), so gradients flow through the
-    fold. Copies and pickles of a module start with an empty cache.
+    cache is bypassed (value recomputed on every call) while ``torch.compile`` or
+    ``torch.fx`` traces (``is_tracing``), so the fold becomes part of the graph, and
+    when autograd must reach the sources (grad enabled and a source requires grad), so
+    gradients flow through the fold. Copies and pickles of a module start with an empty cache.
     """
 
     def __init__(self) -> None:

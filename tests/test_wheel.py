@@ -105,6 +105,7 @@ def test_unbuilt_source_tree_says_so(tmp_path: Path) -> None:
     checkout.mkdir()
     shutil.copy2(REPO / "setup.py", checkout / "setup.py")
     (checkout / "csrc").mkdir()
+    shutil.copy2(REPO / "csrc" / "ops.cpp", checkout / "csrc" / "ops.cpp")
     shutil.copytree(REPO / "shufflenet_kernels", checkout / "shufflenet_kernels",
                     ignore=shutil.ignore_patterns("__pycache__", "_C*"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

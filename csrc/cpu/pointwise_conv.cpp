@@ -30,6 +30,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/util/strides.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -276,13 +277,9 @@ PointwiseShape make_shape(const at::Tensor& input, const at::Tensor& weight, int
 // `y` with the strides of a dense tensor of its sizes in `fmt` (what the fake
 // kernel promises); copied only when they differ.
 at::Tensor with_output_strides(const at::Tensor& y, at::MemoryFormat fmt) {
-  std::vector<int64_t> strides;
-  if (fmt == at::MemoryFormat::ChannelsLast) {
-    strides = c10::get_channels_last_strides_2d(y.sizes());
-  } else {
-    strides.assign(y.dim(), 1);
-    for (int64_t d = y.dim() - 2; d >= 0; --d) strides[d] = strides[d + 1] * std::max<int64_t>(y.size(d + 1), 1);
-  }
+  const c10::DimVector strides = fmt == at::MemoryFormat::ChannelsLast
+                                     ? c10::DimVector(c10::get_channels_last_strides_2d(y.sizes()))
+                                     : c10::contiguous_strides(y.sizes());
   if (y.strides() == at::IntArrayRef(strides)) return y;
   at::Tensor out = at::empty_strided(y.sizes(), strides, y.options());
   out.copy_(y);

@@ -199,6 +199,8 @@ class _FusedBlock(nn.Module):
         if s.bn is None:
             return _run_conv(x, s.conv, s.conv.weight, s.conv.bias, s.relu, s.shuffle, self.backend)
         y = _run_conv(x, s.conv, s.conv.weight, s.conv.bias, False, s.shuffle, self.backend)
+        # Unshuffled, the plain BN module call: a torch.fx graph then shows it as the
+        # BatchNorm2d it is rather than inside the shuffled_batch_norm leaf.
         y = s.bn(y) if s.shuffle == 1 else fusion.shuffled_batch_norm(y, s.bn, s.shuffle)
         return torch.relu(y) if s.relu else y
 
