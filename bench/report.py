@@ -424,7 +424,8 @@ def models_cpu_markdown(doc: dict[str, Any], title: str = "## Whole models on th
         f"randomised); {s.get('rounds')} rounds x {s.get('calls')} calls per contender, round-robin in lock-step, "
         f"one process per contender pinned to the same CPUs; wall {s.get('wall_s')} s",
         "- ms = median over all calls; (× best) = that over the row's fastest median; max abs err = largest "
-        "|logit difference| from torchvision eager NCHW with the same weights and input (|logit| max beside it)",
+        "|logit difference| from torchvision eager NCHW with the same weights and input (the largest |logit| "
+        "beside it, for scale)",
         "",
     ]
     descriptions = doc.get("descriptions", {})
@@ -485,7 +486,7 @@ def models_cpu_markdown(doc: dict[str, Any], title: str = "## Whole models on th
             )
         for n, why in r.get("skipped", {}).items():
             detail.append([r["width"], r["batch"], r["threads"], n, None, "–", None, "–", None, f"failed: {why}"])
-    header = ["model", "N", "threads", "contender", "ms", "q1–q3 ms", "× best", "max abs err (|logit| max)",
+    header = ["model", "N", "threads", "contender", "ms", "q1–q3 ms", "× best", "max abs err (logit max)",
               "build s", "notes"]
     lines += [_table(header, detail), ""]
     skipped = doc.get("skipped", {})
@@ -688,7 +689,7 @@ def _roofline_plots(doc: dict[str, Any], out: Path, plt: Any) -> list[Path]:
             if bw:  # show the ridge point, where the bandwidth line meets the peak
                 lo, hi = min(lo, peak / bw / 3), max(hi, 3 * peak / bw)
             ax.axhline(
-                peak, color="k", ls=["-", "--", ":"][i % 3], lw=1.2, label=f"GEMM peak {dtype}: {peak:,.0f} GFLOP/s"
+                peak, color="k", ls=["-", "--", ":"][i % 3], lw=1.2, label=f"GEMM peak {dtype}: {peak:,.1f} GFLOP/s"
             )
         if bw:
             grid = [lo * (hi / lo) ** (k / 64) for k in range(65)]
