@@ -328,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = args.out / "results.json"
     results.write_text(json.dumps(doc, indent=1, default=str))
     written = write_report(doc, args.out, plots=not args.no_plots)
+    if "models_cpu" in extra:
+        written += models_cpu.write(extra["models_cpu"], args.out)
     print(format_summary(doc))
     if ctx.skips:
         print(f"{len(ctx.skips)} provider(s) skipped; reasons in report.md", file=sys.stderr)

@@ -26,6 +26,9 @@ so that the previous contender's spinning pool threads go idle. Drift on a share
 machine therefore hits all contenders alike. The figure is the median over all calls
 of all rounds; the spread of the per-round medians is recorded too.
 
+The torch.compile contenders dominate the run time (each compiles every model and batch
+afresh); ``--contenders`` without them, or ``--quick``, is much shorter.
+
 Writes ``models_cpu.json`` and ``models_cpu.md`` to ``--out``.
 """
 

@@ -2,7 +2,7 @@
 
 Source: N. Ma, X. Zhang, H.-T. Zheng, J. Sun, "ShuffleNet V2: Practical Guidelines for
 Efficient CNN Architecture Design", ECCV 2018 — Table 1 (G1), Table 2 (G2), Table 3
-(G3), Table 4 (G4) and Table 8 (whole models). Setup there: GTX 1080Ti with cuDNN 7.0
+(G3) and Table 4 (G4). Setup there: GTX 1080Ti with cuDNN 7.0
 in benchmark mode (batches/s) and an ARM Snapdragon 810 with one thread (images/s).
 Guideline networks are 10 stacked blocks on a 56x56 input with FLOPs held fixed per
 width column x1/x2/x4.
@@ -42,11 +42,4 @@ G4_ROWS = {
     (True, False): ((2647, 2256, 1735), (61.9, 18.8, 5.2)),
     (False, True): ((2672, 2121, 1458), (57.3, 18.2, 5.1)),
     (False, False): ((2842, 2376, 1782), (66.3, 20.2, 5.4)),
-}
-# Table 8 — ShuffleNet V2 width: (MFLOPs, GPU batch 8 batches/s, ARM batch 1 images/s).
-TABLE8_V2 = {
-    0.5: (41, 417, 57.0),
-    1.0: (146, 341, 24.4),
-    1.5: (299, 255, 11.8),
-    2.0: (591, 217, 6.7),
 }

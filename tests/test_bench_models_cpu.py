@@ -85,6 +85,35 @@ def test_markdown_of_a_synthetic_run() -> None:
     assert "> note: openvino skipped" in text and "Not run: `openvino`" in text
 
 
+def test_in_the_suite_report(tmp_path: Path) -> None:
+    from bench import report
+
+    doc = {
+        "machine_info": {"device": "cpu", "cpu_name": "test cpu"},
+        "commit_info": {"id": "abc"},
+        "benchmarks": [],
+        "datetime": "2025-01-01T00:00:00",
+        "shufflenet_bench": {"settings": {}, "skipped": [], "models_cpu": _synthetic_doc()},
+    }
+    report.write_report(doc, tmp_path, plots=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Whole models on the CPU: baselines" in text and "| x1.0 | 1 | 2 | 10.00 (2.00) |" in text
+
+
+def test_bench_models_flag() -> None:
+    import torch
+
+    from bench.__main__ import _settings, parse_args
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    s = _settings(parse_args(["--models"]), cpu)
+    assert s["families"] == ["models"] and s["models_cpu"] and not s["models_cpu_quick"]
+    assert _settings(parse_args(["--models", "--quick"]), cpu)["models_cpu_quick"]
+    assert not _settings(parse_args(["--models"]), cuda)["models_cpu"]  # CPU only
+    assert not _settings(parse_args([]), cpu)["models_cpu"]  # the default quick run leaves it out
+    assert _settings(parse_args(["--full"]), cpu)["models_cpu"]
+
+
 def test_smoke_run(tmp_path: Path) -> None:
     # The cheap contenders (the torch.compile ones take minutes on 2 cores), one model, one thread.
     wanted = ["eager", "accelerate", "accelerate_fused", "onnxruntime", "openvino"]
