@@ -201,6 +201,7 @@ def run(
             "calls": calls,
             "warmup": warmup,
             "seed": seed,
+            "worker_env": {"OMP_NUM_THREADS": "threads", "MKL_NUM_THREADS": "threads"},
             "dtype": "float32",
             "input": "224x224",
             "wall_s": round(time.perf_counter() - t_start, 1),
@@ -254,6 +255,8 @@ def _run_row(
                 "ref_max": r["ref_max"],
                 "build_s": r["build_s"],
                 "info": r.get("info", {}),
+                # torch's thread count and the CPUs the worker is pinned to, as the worker saw them
+                "process": w.hello.get("info", {}),
             }
         else:
             row["skipped"][w.name] = r.get("reason", "failed")

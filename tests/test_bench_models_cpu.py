@@ -128,6 +128,8 @@ def test_smoke_run(tmp_path: Path) -> None:
         if ok:
             c = row["contenders"][name]  # it ran: timed and checked against torchvision eager
             assert len(c["data"]) == 2 and c["median_s"] > 0
+            assert c["process"]["torch_threads"] == 1
+            assert c["process"]["cpus"] is None or len(c["process"]["cpus"]) == 1  # pinned to one CPU
             assert c["max_abs_err"] <= 1e-3 * max(1.0, c["ref_max"]), name
         else:
             assert doc["skipped"][name] == reason and name not in row["contenders"]
