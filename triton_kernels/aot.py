@@ -13,7 +13,9 @@ spill bytes (from ptxas), shared memory, and whether it fits one SM.
 Run as ``python -m shufflenet_kernels.triton_kernels.aot`` with ``TRITON_INTERPRET``
 unset (the interpreter replaces ``triton.jit``). ``--cases MODULE`` names a module
 with ``shuffle_cases()``, ``concat_cases()``, ``pointwise_cases()`` and
-``depthwise_cases()`` (default ``tests.cases``, the shapes of the test suite).
+``depthwise_cases()`` (default ``tests.cases``, the shapes of the test suite); the
+fused ``v2_unit`` kernel is recorded on ``_V2_UNIT_CASES``. ``--kernel NAME`` compiles
+only that kernel's specializations.
 """
 
 from __future__ import annotations
@@ -278,7 +280,8 @@ def _unit_strides(s: Spec) -> tuple[str, ...]:
 def representatives(specs: list[Spec], per_layout: bool = False) -> list[Spec]:
     """One specialization per (kernel, tile constexprs, warps, stages, pointer dtypes).
 
-    What sets a kernel's registers and shared memory is its tile (``BLOCK_*``), warps,
+    What sets a kernel's registers and shared memory is its tile (``BLOCK_*``, and
+    ``_TILE_CONSTEXPRS`` such as the fused unit's ``STRIDE``), warps,
     pipeline stages and element types; the other constexprs (epilogue flags, conv
     geometry) and the runtime-int specializations (== 1, 16-divisible) add or remove
     some work around the same tile. Of each group the one doing the most is kept:
