@@ -124,6 +124,15 @@ def test_v2_unit_without_biases(stride: int) -> None:
 HALF = [(torch.float16, 2e-2, 2e-2), (torch.bfloat16, 5e-2, 5e-2)]
 
 
+def test_v2_unit_strided_weights_and_biases() -> None:
+    x = torch.randn(2, 24, 5, 6, device=DEVICE)
+    params = make_params(2, 24, 16)
+    # The same values with a stride of 2 in their last dim (not contiguous).
+    strided = tuple(torch.stack([t, t], dim=-1)[..., 0] for t in params)
+    assert not any(t.is_contiguous() for t in strided)
+    check(x, strided, 2)
+
+
 @pytest.mark.parametrize(
     "stride,dtype,rtol,atol",
     [(s, *d) for s in (1, 2) for d in HALF] + [(2, torch.float64, 1e-10, 1e-10)],

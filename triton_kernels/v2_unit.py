@@ -439,16 +439,17 @@ def v2_unit(
     cap = _PROGRAMS_INTERPRET if INTERPRET else _PROGRAMS_PER_SM * num_sms(input.device)
     programs = min(num_tiles, cap)
 
-    def zeros_if_none(t: Tensor | None, size: int) -> Tensor:
-        return t if t is not None else input.new_zeros((size,))
+    def dense_bias(t: Tensor | None, size: int) -> Tensor:
+        # The kernel reads biases with unit stride; missing ones are zeros (BN-folded
+        # units always have them, and this keeps one kernel).
+        return t.contiguous() if t is not None else input.new_zeros((size,))
 
-    # Missing biases are zeros (BN-folded units always have them; this keeps one kernel).
-    b1, bd, b2 = zeros_if_none(pw1_bias, b), zeros_if_none(dw_bias, b), zeros_if_none(pw2_bias, b)
+    b1, bd, b2 = dense_bias(pw1_bias, b), dense_bias(dw_bias, b), dense_bias(pw2_bias, b)
     wd = dw_weight.reshape(b, 9).contiguous()
     if stride == 2:
         assert proj_dw_weight is not None and proj_pw_weight is not None
         pwd = proj_dw_weight.reshape(c, 9).contiguous()
-        pbd, pw, pb = zeros_if_none(proj_dw_bias, c), proj_pw_weight, zeros_if_none(proj_pw_bias, b)
+        pbd, pw, pb = dense_bias(proj_dw_bias, c), proj_pw_weight, dense_bias(proj_pw_bias, b)
     else:
         # Never read at stride 1: stand-ins of the right dtype.
         pwd, pbd, pw, pb = wd, bd, pw2_weight, b2
