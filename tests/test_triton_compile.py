@@ -10,7 +10,8 @@ specialization per kernel tile, warps, stages, dtype and layout (see
 ``SHUFFLENET_TRITON_REPORT=path`` also writes the resource table there.
 
 About 3 to 4 minutes on 2 cores (Triton 3.6: 372 specializations standing for ~9900
-distinct launch bindings; recording the launches takes 20-30 s of that).
+distinct launch bindings; recording the launches takes 20-30 s of that), before the
+fused v2_unit kernel added 12 more (204 s in one process on a busy machine).
 """
 
 from __future__ import annotations
