@@ -114,6 +114,20 @@ def test_v2_unit_odd_spatial_sizes(stride: int, h: int, w: int) -> None:
     check(x, make_params(stride, x.shape[1], b), stride)
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="the GPU runs this blocking in every test")
+@pytest.mark.parametrize("stride,c,b,h,w", [(1, 0, 58, 10, 9), (2, 40, 40, 17, 15)])
+def test_v2_unit_gpu_blocking_interpreted(
+    stride: int, c: int, b: int, h: int, w: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU's tiles and blocks (8x8 tiles, halo and channels in several chunks, K
+    loops of several steps), which the interpreter's single-chunk blocking skips."""
+    monkeypatch.setattr(tk.v2_unit, "INTERPRET", False)
+    meta = tk.v2_unit._blocks(h, w, stride, b, input_channels(stride, c, b))
+    assert meta["HALO_CHUNKS"] > 1 and meta["BLOCK_C"] < b and meta["TILE_H"] < h
+    x = make_input((2, input_channels(stride, c, b), h, w), "slice_cl", device=DEVICE)
+    check(x, make_params(stride, x.shape[1], b), stride)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_v2_unit_without_biases(stride: int) -> None:
     x = torch.randn(1, input_channels(stride, 20, 18), 4, 6, device=DEVICE)
@@ -199,7 +213,6 @@ def test_v2_unit_opcheck(stride: int, layout: str) -> None:
     torch.library.opcheck(ops.v2_unit.default, (x, *make_params(stride, 32, 16), stride))
 
 
-@pytest.mark.slow  # ~15 s interpreted (Dynamo tracing); opcheck covers the fake kernel on every call
 def test_v2_unit_compile_fullgraph() -> None:
     torch._dynamo.reset()
     down = make_params(2, 24, 16)
