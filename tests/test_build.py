@@ -101,10 +101,10 @@ def test_cuda_kernels_registered() -> None:
 @needs_native
 @pytest.mark.skipif(not EXPECT_TRITON, reason="set SHUFFLENET_EXPECT_TRITON=1 where Triton is installed")
 def test_triton_ops_registered() -> None:
-    """The 7 ops exist in ``shufflenet_triton`` with fake kernels, autograd on the forward
-    ops, and the arguments of the ``shufflenet`` schemas in the same order."""
+    """The 7 ops (and the fused ``v2_unit``) exist in ``shufflenet_triton`` with fake kernels,
+    autograd on the forward ops, and the arguments of the ``shufflenet`` schemas in the same order."""
     assert shufflenet_kernels.has_triton_ops(), "torch.ops.shufflenet_triton is not registered"
-    assert _ops_in("shufflenet_triton") == set(OPS)
+    assert _ops_in("shufflenet_triton") == set(OPS) | {"v2_unit"}
     ns = "shufflenet_triton"
     assert not [op for op in OPS if not _has_kernel(op, "Meta", ns)], "ops without a fake kernel"
     assert not [op for op in FORWARD_OPS if not _has_kernel(op, "Autograd", ns)], "ops without autograd"
