@@ -38,15 +38,23 @@ def _reset_hooks():
     simt.set_grid_limits(0, 65535)
 
 
-def expected_vector_bytes(channels: int, dtype: torch.dtype) -> int:
+def expected_vector_bytes(channels: int, dtype: torch.dtype, shift: int = 0) -> int:
     """Width a channels_last pixel row of `channels` values allows: the widest of 16,
     8 and 4 bytes dividing its pitch (also that of a ``chunk(2, 1)`` half, whose
-    offset and pitch are multiples of it); the element size when none is a vector."""
+    offset and pitch are multiples of it) and the data's offset of `shift` elements
+    from an allocation; the element size when none is a vector."""
     elem = torch.empty((), dtype=dtype).element_size()
     for width in (16, 8, 4):
-        if width > elem and channels * elem % width == 0:
+        if width > elem and channels * elem % width == 0 and shift * elem % width == 0:
             return width
     return elem
+
+
+def shifted_cl(c: int, hw: tuple[int, int], dtype: torch.dtype, shift: int, n: int = 2) -> torch.Tensor:
+    """Dense channels_last [n, c, *hw] starting `shift` elements into its storage."""
+    numel = n * c * hw[0] * hw[1]
+    flat = torch.randn(numel + shift, dtype=dtype)[shift:]
+    return flat.view(n, hw[0], hw[1], c).permute(0, 3, 1, 2)
 
 
 def v2_input(c: int, hw: tuple[int, int], layout: str, dtype: torch.dtype, n: int = 2) -> torch.Tensor:
@@ -190,6 +198,26 @@ def test_v2_half_channels_last_take_vector_path(c: int, width: int, dtype: torch
     assert vector_bytes("dw_fwd_nhwc_kernel", dtype) == width
     simt.reset_launch_counts()
     emu.concat_shuffle(x, y, 2)
+    assert vector_bytes("gather_pixels_kernel", dtype) == width
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize(("c", "shift"), ((58, 1), (116, 2), (116, 1), (232, 4), (232, 2), (464, 6)))
+def test_pointer_alignment_narrows_the_vector(c: int, shift: int, dtype: torch.dtype) -> None:
+    """Data that starts `shift` elements into its storage: the width also follows the
+    pointers' alignment (the emulator raises on a misaligned vector access)."""
+    torch.manual_seed(c + shift)
+    x = shifted_cl(c, (5, 6), dtype, shift)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    width = expected_vector_bytes(c, dtype, shift)
+    w, b = dw_weight(c, 3, dtype), torch.randn(c, dtype=dtype)
+    args = (x, w, b, [1, 1], [1, 1], [1, 1], True)
+    simt.reset_launch_counts()
+    assert_same(emu.depthwise_conv2d(*args), cpu.depthwise_conv2d(*args), exact=False)
+    assert vector_bytes("dw_fwd_nhwc_kernel", dtype) == width
+    other = v2_input(c, (5, 6), "cl", dtype)
+    simt.reset_launch_counts()
+    assert_same(emu.concat_shuffle(other, x, 2), cpu.concat_shuffle(other, x, 2), exact=True)
     assert vector_bytes("gather_pixels_kernel", dtype) == width
 
 
