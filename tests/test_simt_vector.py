@@ -38,14 +38,15 @@ def _reset_hooks():
     simt.set_grid_limits(0, 65535)
 
 
-def expected_vector_bytes(channels: int, dtype: torch.dtype, shift: int = 0) -> int:
-    """Width a channels_last pixel row of `channels` values allows: the widest of 16,
-    8 and 4 bytes dividing its pitch (also that of a ``chunk(2, 1)`` half, whose
-    offset and pitch are multiples of it) and the data's offset of `shift` elements
-    from an allocation; the element size when none is a vector."""
+def expected_vector_bytes(count: int, dtype: torch.dtype, shift: int = 0) -> int:
+    """Width a run of `count` values allows (a channels_last pixel row of `count`
+    channels, or an NCHW plane of `count` pixels): the widest of 16, 8 and 4 bytes
+    dividing its pitch (also that of a ``chunk(2, 1)`` half, whose offset and pitch
+    are multiples of it) and the data's offset of `shift` elements from an
+    allocation; the element size when none is a vector."""
     elem = torch.empty((), dtype=dtype).element_size()
     for width in (16, 8, 4):
-        if width > elem and channels * elem % width == 0 and shift * elem % width == 0:
+        if width > elem and count * elem % width == 0 and shift * elem % width == 0:
             return width
     return elem
 
@@ -199,6 +200,20 @@ def test_v2_half_channels_last_take_vector_path(c: int, width: int, dtype: torch
     simt.reset_launch_counts()
     emu.concat_shuffle(x, y, 2)
     assert vector_bytes("gather_pixels_kernel", dtype) == width
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("hw", (56, 28, 14, 7))
+def test_v2_planes_vector_width(hw: int, dtype: torch.dtype) -> None:
+    """NCHW concat_shuffle of a V2 unit at each stage's plane size: 16 bytes per
+    access for 56x56 and 28x28, 8 (fp16/bf16) or 16 (fp32) for 14x14, one element
+    for the odd 7x7 planes."""
+    torch.manual_seed(hw)
+    a = v2_input(58, (hw, hw), "half_nchw", dtype, n=1)
+    b = v2_input(58, (hw, hw), "nchw", dtype, n=1)
+    simt.reset_launch_counts()
+    assert_same(emu.concat_shuffle(a, b, 2), cpu.concat_shuffle(a, b, 2), exact=True)
+    assert vector_bytes("gather_planes_kernel", dtype) == expected_vector_bytes(hw * hw, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
