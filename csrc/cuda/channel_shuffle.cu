@@ -304,7 +304,8 @@ void run_gather(const std::vector<at::Tensor>& sources, const std::vector<at::Te
         const int64_t chunk_vecs = ceil_div(run, chunks);
         const int64_t grid = std::min<int64_t>(ceil_div(planes * chunks, block.y), max_grid_blocks());
         dispatch_vec<scalar_t>(vec, [&](auto vec_tag) {
-          SHUFFLENET_LAUNCH(grid, block, 0, stream, gather_planes_kernel<scalar_t, index_t, decltype(vec_tag)::value>)
+          constexpr int V = decltype(vec_tag)::value;
+          SHUFFLENET_LAUNCH(grid, block, 0, stream, gather_planes_kernel<scalar_t, index_t, V>)
           (p, static_cast<int>(chunks), chunk_vecs);
         });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -326,8 +327,8 @@ void run_gather(const std::vector<at::Tensor>& sources, const std::vector<at::Te
           const int64_t grid =
               std::min<int64_t>(ceil_div(n * s, tile_pixels), std::max<int64_t>(max_grid_blocks() / 2, 1));
           dispatch_vec<scalar_t>(vec, [&](auto vec_tag) {
-            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream,
-                              gather_pixels_kernel<scalar_t, index_t, decltype(vec_tag)::value>)
+            constexpr int V = decltype(vec_tag)::value;
+            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream, gather_pixels_kernel<scalar_t, index_t, V>)
             (p, static_cast<int>(tile_pixels), static_cast<int>(row));
           });
           C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -559,8 +559,9 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& w_
                             is_aligned(wp, static_cast<int64_t>(V * sizeof(scalar_t)));
       // NOTE: 4 output columns per thread at stride 1 (6 input columns loaded
       // for 4 outputs instead of 12), 2 at stride 2. ptxas (sm_90a, int32
-      // indexing): 80 registers for fp16/bf16 at stride 1, 64 at stride 2, 56/52
-      // for fp32, no spills; more columns would cut occupancy further.
+      // indexing, 16-byte vectors): 80 registers for fp16/bf16 at stride 1, 64
+      // at stride 2, 56 for fp32 at both; 8-byte fp16 vectors 64/52, 4-byte
+      // 42/44; no spills; more columns would cut occupancy further.
       if (fast3x3 && p.sh == 1) {
         const int64_t work = p.n * p.ho * ceil_div(p.wo, 4) * cvecs;
         SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
