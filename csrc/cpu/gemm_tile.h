@@ -1,0 +1,180 @@
+// Register-blocked GEMM tiles for the 1x1 convolutions inside a fused unit
+// (v2_unit.cpp): C[m, n] = epilogue(sum_k A[m, k] * W[k, n] + bias[n]) over pixel-major
+// A (pixels x input channels, channel stride 1, any pixel stride) and a weight packed
+// once (pack_pointwise_weight) as blocks of 16 output channels, [blocks][K][16], zero
+// padded past C_out.
+//
+// The tile is MR pixels x NB blocks of 16 output channels: per k, NB weight vectors are
+// loaded, each of the MR input values is broadcast and multiply-added into the NB
+// accumulators of its pixel (the scheme of oneDNN's and MLAS's SGEMM kernels). The
+// epilogue (bias, ReLU, where and how to store) runs on the accumulators in registers.
+//
+// Everything here is always-inline and written with the sixteen-float vectors of
+// float_vec.h, so it takes the instruction set of the function it is inlined into:
+// v2_unit.cpp compiles its band kernel three times, for AVX-512, AVX2+FMA and the
+// baseline, and picks one at run time. MR and NB come from that choice (the
+// accumulators must fit the register file: 6x4 zmm with AVX-512, 6x1 pairs of ymm with AVX2).
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/float_vec.h"
+
+namespace shufflenet::cpu::gemm {
+
+constexpr int64_t kBlock = kFloatLanes;  // output channels per packed block
+
+constexpr int64_t blocks_of(int64_t channels) { return (channels + kBlock - 1) / kBlock; }
+constexpr int64_t padded(int64_t channels) { return blocks_of(channels) * kBlock; }
+
+C10_ALWAYS_INLINE FloatVec broadcast(float v) { return FloatVec{} + v; }
+
+// The first `n` (1..16) floats at p into the low lanes, zero elsewhere; reads only those.
+C10_ALWAYS_INLINE FloatVec load_first(const float* p, int64_t n) {
+  if (n >= kBlock) return load_floats(p);
+  float lanes[kBlock] = {};
+  std::memcpy(lanes, p, static_cast<size_t>(n) * sizeof(float));
+  return load_floats(lanes);
+}
+
+// Stores the first `n` (1..16) lanes of v at p; writes only those.
+C10_ALWAYS_INLINE void store_first(float* p, FloatVec v, int64_t n) {
+  if (n >= kBlock) {
+    store_floats(p, v);
+    return;
+  }
+  float lanes[kBlock];
+  store_floats(lanes, v);
+  std::memcpy(p, lanes, static_cast<size_t>(n) * sizeof(float));
+}
+
+C10_ALWAYS_INLINE FloatVec relu(FloatVec v) { return v < 0 ? FloatVec{} : v; }
+
+// A packed 1x1 weight: blocks of 16 output channels, [blocks][k][16], and its bias
+// padded to blocks*16 (zeros past C_out, and everywhere when the conv has none).
+struct PackedPointwise {
+  const float* weight;
+  const float* bias;
+  int64_t k;       // input channels
+  int64_t c_out;   // output channels
+  int64_t blocks;  // blocks_of(c_out)
+};
+
+// Epilogue: ReLU'd tile rows to a pixel-major float buffer with a row length of whole
+// blocks (the pad channels get relu(0) = 0 from the zero-padded weight and bias).
+struct StoreRows {
+  float* dst;
+  int64_t ld;
+  C10_ALWAYS_INLINE void operator()(int64_t m, int64_t block, FloatVec v) const {
+    store_floats(dst + m * ld + block * kBlock, v);
+  }
+};
+
+// Epilogue of the unit's last 1x1 conv with the concat and channel shuffle fused: output
+// channel 2i+1 of pixel m is the tile's channel i, channel 2i is `even` (the kept half,
+// or the projection branch) at the same pixel, read here and interleaved in registers,
+// so 32 consecutive output channels go out in two stores. Dense channels_last float
+// output; channels past `channels` are not written.
+struct StoreInterleaved {
+  float* out;           // pixel 0, channel 0
+  int64_t out_pixel;    // output pixel stride (2 * channels)
+  const float* even;    // pixel 0, channel 0 of the even source
+  int64_t even_pixel;   // its pixel stride (channel stride 1)
+  int64_t channels;     // half the output channels
+  C10_ALWAYS_INLINE void operator()(int64_t m, int64_t block, FloatVec v) const {
+    const int64_t c0 = block * kBlock;
+    const int64_t n = std::min<int64_t>(kBlock, channels - c0);
+    const FloatVec e = load_first(even + m * even_pixel + c0, n);
+    const FloatVec lo = __builtin_shufflevector(e, v, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const FloatVec hi = __builtin_shufflevector(e, v, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    float* dst = out + m * out_pixel + 2 * c0;
+    if (n == kBlock) {
+      store_floats(dst, lo);
+      store_floats(dst + kBlock, hi);
+    } else if (n > kBlock / 2) {
+      store_floats(dst, lo);
+      store_first(dst + kBlock, hi, 2 * n - kBlock);
+    } else {
+      store_first(dst, lo, 2 * n);
+    }
+  }
+};
+
+// One MR x NB tile at pixel m0, blocks [j0, j0 + NB): bias, K multiply-adds, ReLU, store.
+template <int MR, int NB, typename Store>
+C10_ALWAYS_INLINE void relu_tile(const float* a, int64_t a_pixel, const PackedPointwise& w, int64_t m0, int64_t j0,
+                                 const Store& store) {
+  FloatVec acc[MR][NB];
+  const float* wb = w.weight + j0 * w.k * kBlock;
+#pragma GCC unroll 4
+  for (int j = 0; j < NB; ++j) {
+    const FloatVec b = load_floats(w.bias + (j0 + j) * kBlock);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc[i][j] = b;
+  }
+  const float* ap = a + m0 * a_pixel;
+  for (int64_t k = 0; k < w.k; ++k) {
+    FloatVec wv[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) wv[j] = load_floats(wb + (j * w.k + k) * kBlock);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const FloatVec av = broadcast(ap[i * a_pixel + k]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) acc[i][j] += av * wv[j];
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) store(m0 + i, j0 + j, relu(acc[i][j]));
+  }
+}
+
+// Rows [0, M) of the NB blocks from j0: full MR tiles, then one shorter tile.
+template <int MR, int NB, typename Store>
+C10_ALWAYS_INLINE void relu_columns(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w, int64_t j0,
+                                    const Store& store) {
+  int64_t m0 = 0;
+  for (; m0 + MR <= m; m0 += MR) relu_tile<MR, NB>(a, a_pixel, w, m0, j0, store);
+  const int64_t rest = m - m0;
+  if (rest == 0) return;
+  if constexpr (MR > 1) {
+    if (rest >= MR / 2 + (MR % 2)) {
+      // Tiles of half height cover what is left in at most two calls.
+      constexpr int H = MR / 2 + (MR % 2);
+      relu_tile<H, NB>(a, a_pixel, w, m0, j0, store);
+      m0 += H;
+    }
+  }
+  for (; m0 < m; ++m0) relu_tile<1, NB>(a, a_pixel, w, m0, j0, store);
+}
+
+// relu(A @ W + bias) for M pixels, every output block, through `store`.
+template <int MR, int NB_MAX, typename Store>
+C10_ALWAYS_INLINE void relu_gemm(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w,
+                                 const Store& store) {
+  static_assert(NB_MAX >= 1 && NB_MAX <= 4, "NB_MAX must be in [1, 4]");
+  for (int64_t j0 = 0; j0 < w.blocks; j0 += NB_MAX) {
+    const int64_t nb = std::min<int64_t>(NB_MAX, w.blocks - j0);
+    if (nb == NB_MAX) {
+      relu_columns<MR, NB_MAX>(a, a_pixel, m, w, j0, store);
+    } else if constexpr (NB_MAX > 1) {
+      if (nb == 1) {
+        relu_columns<MR, 1>(a, a_pixel, m, w, j0, store);
+      } else if constexpr (NB_MAX > 2) {
+        if (nb == 2) {
+          relu_columns<MR, 2>(a, a_pixel, m, w, j0, store);
+        } else if constexpr (NB_MAX > 3) {
+          relu_columns<MR, 3>(a, a_pixel, m, w, j0, store);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace shufflenet::cpu::gemm
