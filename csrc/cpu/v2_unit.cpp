@@ -29,7 +29,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <c10/util/intrusive_ptr.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -93,38 +92,37 @@ at::Tensor pack(const at::Tensor& t, PackKind kind, int64_t channels, const at::
   return at::Tensor();
 }
 
-// Packed weights keyed on the source tensor: its TensorImpl (held weakly, so an entry
-// never matches a new tensor that reuses a freed one's address), data pointer and
-// version counter (bumped by every in-place write), so a changed weight is repacked.
-// A model's folded weights are the same tensors call after call (nn.units' FoldCache),
-// so each is packed once. Inference tensors have no version counter: packed per call.
+// Packed weights, found by the source tensor's TensorImpl and kept only while the source
+// still holds the very values they were packed from: each lookup compares the source
+// with a copy kept at packing time (one read of the weights, from cache, much cheaper
+// than repacking). Identity, data pointer and version counter alone are not enough:
+// compiled graphs reuse one buffer for several weights and write it without bumping its
+// version. A model's folded weights (nn.units' FoldCache) are then packed once.
 class PackCache {
  public:
   at::Tensor get(const at::Tensor& t, PackKind kind, int64_t channels, const at::TensorOptions& like) {
-    if (!t.defined()) return pack(t, kind, channels, like);
-    if (t.is_inference()) return pack(t, kind, channels, like);
+    if (!t.defined() || !t.is_contiguous()) return pack(t, kind, channels, like);
     const Key key{t.unsafeGetTensorImpl(), kind};
-    const int64_t version = static_cast<int64_t>(t._version());
-    const void* data = t.const_data_ptr();
+    const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
+    const char* data = static_cast<const char*>(t.const_data_ptr());
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       auto it = entries_.find(key);
-      if (it != entries_.end() && it->second.version == version && it->second.data == data &&
-          it->second.source.lock().get() == t.unsafeGetTensorImpl()) {
+      if (it != entries_.end() && it->second.dtype == t.scalar_type() && at::IntArrayRef(it->second.sizes) == t.sizes() &&
+          it->second.values.size() == nbytes && std::memcmp(it->second.values.data(), data, nbytes) == 0) {
         return it->second.packed;
       }
     }
     at::Tensor packed = pack(t, kind, channels, like);
+    Entry entry{t.scalar_type(), t.sizes().vec(), std::vector<char>(data, data + nbytes), packed};
     const std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.size() >= kMaxEntries) evict_expired();
     if (entries_.size() >= kMaxEntries) entries_.clear();
-    entries_.insert_or_assign(key, Entry{Weak(t.getIntrusivePtr()), version, data, packed});
+    entries_.insert_or_assign(key, std::move(entry));
     return packed;
   }
 
  private:
   static constexpr size_t kMaxEntries = 1024;
-  using Weak = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
   struct Key {
     const c10::TensorImpl* impl;
     PackKind kind;
@@ -136,17 +134,11 @@ class PackCache {
     }
   };
   struct Entry {
-    Weak source;
-    int64_t version;
-    const void* data;
+    at::ScalarType dtype;
+    std::vector<int64_t> sizes;
+    std::vector<char> values;  // the source's bytes when it was packed
     at::Tensor packed;
   };
-
-  void evict_expired() {
-    for (auto it = entries_.begin(); it != entries_.end();) {
-      it = it->second.source.expired() ? entries_.erase(it) : std::next(it);
-    }
-  }
 
   std::mutex mutex_;
   std::unordered_map<Key, Entry, KeyHash> entries_;
