@@ -17,9 +17,11 @@
 // The 1x1 convs are register-blocked GEMM tiles over weights packed once and cached
 // (gemm_tile.h, PackCache below).
 //
-// Fast path, float32 channels_last (what accelerate() feeds it): input rows are read in
-// place (a channel slice too) and step 4 stores straight into the output, the kept half
-// interleaved in registers. Otherwise (NCHW, float16, bfloat16) input rows are first
+// Fast path, float32 channels_last (what accelerate() feeds it): step 4 stores straight
+// into the output, the kept half interleaved in registers, and input rows are read in
+// place (a channel slice too; with stride 2 only when the input's channels are whole
+// blocks of 16, else they are copied to padded rows first, so that every depthwise load
+// is a whole vector). Otherwise (NCHW, float16, bfloat16) input rows are first
 // converted to float32 pixel-major rows in scratch, and each step's results are written
 // out (converted, rounded once) by a small commit pass over the step's output rows,
 // still while they are in cache. float64 runs the reference composition of the
@@ -162,8 +164,10 @@ struct Plan {
   PackedPointwise pw1, pw2, proj_pw;
   const float *dw, *dw_bias, *proj_dw, *proj_dw_bias;  // [blocks][9][16], [blocks * 16]
   int64_t rows_per_step, bands;
-  // Fast path (float32, channels_last): rows read in place, the output stored directly.
-  bool direct;
+  // Fast path (float32, channels_last): the output stored directly (direct_out) and the
+  // input rows read in place (direct_in; with stride 2 only when the input's channels are
+  // whole blocks of 16, so that the projection's depthwise conv reads whole vectors).
+  bool direct_in, direct_out;
   const float* in;    // image 0, pixel 0, channel 0 of the input
   int64_t in_image;   // input strides: image, pixel (rows are w pixels apart)
   int64_t in_pixel;
@@ -194,25 +198,22 @@ ScratchLayout scratch_layout(const Plan& p) {
     at += round(floats);
     return start;
   };
-  s.in = take(p.direct ? 0 : cap * p.w * p.cb_p);
+  s.in = take(p.direct_in ? 0 : cap * p.w * p.cb_p);
   s.mid = take(cap * p.w * p.cm_p);
   s.dw = take(px * p.cm_p);
   s.proj_dw = take(p.stride == 2 ? px * p.cb_p : 0);
   s.proj = take(p.stride == 2 ? px * p.ch_p : 0);
-  s.y = take(p.direct ? 0 : px * p.ch_p);
+  s.y = take(p.direct_out ? 0 : px * p.ch_p);
   s.total = at;
   return s;
 }
 
 // ---- the band kernel (compiled once per instruction set) -------------------------------
 
-C10_ALWAYS_INLINE FloatVec load_channels(const float* p, int64_t n) {
-  return n == kBlock ? load_floats(p) : gemm::load_first(p, n);
-}
-
 // 3x3 depthwise, padding 1, stride `stride`, bias, no ReLU, over pixel-major rows:
 // input row iy (0 <= iy < h) starts at src + (iy - src_first) * src_row, pixels
-// src_pixel apart, channels contiguous (`channels` of them are read). Writes output rows
+// src_pixel apart, channels contiguous, whole blocks of 16 of them read (the source is
+// padded scratch, or input rows whose channels are whole blocks). Writes output rows
 // [r0, r1) as dst[((r - r0) * w_out + x) * dst_ld + c], whole blocks of 16.
 C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t src_row, int64_t src_pixel,
                                     int64_t h, int64_t w, int64_t stride, int64_t r0, int64_t r1, int64_t w_out,
@@ -220,7 +221,6 @@ C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t
                                     int64_t dst_ld) {
   for (int64_t blk = 0; blk < blocks_of(channels); ++blk) {
     const int64_t c0 = blk * kBlock;
-    const int64_t nc = std::min<int64_t>(kBlock, channels - c0);
     FloatVec wv[9];
     for (int t = 0; t < 9; ++t) wv[t] = load_floats(weight + (blk * 9 + t) * kBlock);
     const FloatVec b = load_floats(bias + c0);
@@ -237,15 +237,15 @@ C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t
         if (ix0 >= 0 && ix0 + 2 < w) {
           for (int dy = dy_lo; dy < dy_hi; ++dy) {
             const float* q = rows[dy] + ix0 * src_pixel;
-            acc += wv[3 * dy] * load_channels(q, nc);
-            acc += wv[3 * dy + 1] * load_channels(q + src_pixel, nc);
-            acc += wv[3 * dy + 2] * load_channels(q + 2 * src_pixel, nc);
+            acc += wv[3 * dy] * load_floats(q);
+            acc += wv[3 * dy + 1] * load_floats(q + src_pixel);
+            acc += wv[3 * dy + 2] * load_floats(q + 2 * src_pixel);
           }
         } else {
           for (int dy = dy_lo; dy < dy_hi; ++dy) {
             for (int dx = 0; dx < 3; ++dx) {
               const int64_t ix = ix0 + dx;
-              if (ix >= 0 && ix < w) acc += wv[3 * dy + dx] * load_channels(rows[dy] + ix * src_pixel, nc);
+              if (ix >= 0 && ix < w) acc += wv[3 * dy + dx] * load_floats(rows[dy] + ix * src_pixel);
             }
           }
         }
@@ -264,7 +264,7 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
   float* mid = scratch + sl.mid;
   float* dw_out = scratch + sl.dw;
   const int64_t mid_row = w * p.cm_p, in_row = w * p.cb_p;
-  const float* in_image = p.direct ? p.in + n * p.in_image : nullptr;
+  const float* in_image = p.direct_out ? p.in + n * p.in_image : nullptr;
   int64_t first = 0, end = 0;  // input rows [first, end) are in the buffers
   for (int64_t a = ro_begin; a < ro_end; a += p.rows_per_step) {
     const int64_t b = std::min(a + p.rows_per_step, ro_end);
@@ -275,13 +275,13 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
     } else if (lo > first) {  // keep the rows this step shares with the last one
       const int64_t keep = end - lo;
       std::memmove(mid, mid + (lo - first) * mid_row, keep * mid_row * sizeof(float));
-      if (!p.direct) std::memmove(in_buf, in_buf + (lo - first) * in_row, keep * in_row * sizeof(float));
+      if (!p.direct_in) std::memmove(in_buf, in_buf + (lo - first) * in_row, keep * in_row * sizeof(float));
       first = lo;
     }
     if (hi > end) {
       const float* rows;
       int64_t pixel;
-      if (p.direct) {
+      if (p.direct_in) {
         rows = in_image + end * w * p.in_pixel + p.branch_c0;
         pixel = p.in_pixel;
       } else {
@@ -300,7 +300,7 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
     float* proj = scratch + sl.proj;
     if (s == 2) {
       float* proj_dw = scratch + sl.proj_dw;
-      if (p.direct) {
+      if (p.direct_in) {
         depthwise3x3(in_image, 0, w * p.in_pixel, p.in_pixel, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias,
                      p.c_branch, proj_dw, p.cb_p);
       } else {
@@ -310,11 +310,11 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
       gemm::relu_gemm<MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
       even = proj;
       even_pixel = p.ch_p;
-    } else if (p.direct) {
+    } else if (p.direct_out) {
       even = in_image + a * w * p.in_pixel;  // the kept half: channels [0, C/2)
       even_pixel = p.in_pixel;
     }
-    if (p.direct) {
+    if (p.direct_out) {
       gemm::relu_gemm<MR, NB>(dw_out, p.cm_p, m, p.pw2,
                               gemm::StoreInterleaved{p.out + n * p.out_image + a * p.w_out * 2 * p.c_half,
                                                      2 * p.c_half, even, even_pixel, p.c_half});
@@ -561,8 +561,9 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
   p.rows_per_step = std::clamp<int64_t>((kStepPixels + shape.w_out - 1) / shape.w_out, 1, band_rows);
 
   p.branch_c0 = stride == 1 ? shape.c_branch : 0;
-  p.direct = cl && x.scalar_type() == at::kFloat && x.stride(1) == 1;
-  if (p.direct) {
+  p.direct_out = cl && x.scalar_type() == at::kFloat && x.stride(1) == 1;
+  p.direct_in = p.direct_out && (stride == 1 || shape.c_branch % kBlock == 0);
+  if (p.direct_out) {
     p.in = x.const_data_ptr<float>();
     p.in_image = x.stride(0);
     p.in_pixel = x.stride(3);
