@@ -9,11 +9,12 @@
 // accumulators of its pixel (the scheme of oneDNN's and MLAS's SGEMM kernels). The
 // epilogue (bias, ReLU, where and how to store) runs on the accumulators in registers.
 //
-// Everything here is always-inline and written with the sixteen-float vectors of
-// float_vec.h, so it takes the instruction set of the function it is inlined into:
-// v2_unit.cpp compiles its band kernel three times, for AVX-512, AVX2+FMA and the
-// baseline, and picks one at run time. MR and NB come from that choice (the
-// accumulators must fit the register file: 6x4 zmm with AVX-512, 6x1 pairs of ymm with AVX2).
+// Everything here is always-inline and written with GCC/Clang vector types of L floats,
+// so it takes the instruction set of the function it is inlined into: v2_unit.cpp
+// compiles its band kernel three times, for AVX-512 (L = 16), AVX2+FMA (L = 8) and the
+// baseline (L = 4), and picks one at run time. L is the register width: a vector type
+// wider than the registers would live in memory. MR and NB come from that choice (the
+// accumulators must fit the register file: 6x4 zmm with AVX-512, 6x(1 block = 2) ymm with AVX2).
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -30,8 +31,6 @@ constexpr int64_t kBlock = kFloatLanes;  // output channels per packed block
 
 constexpr int64_t blocks_of(int64_t channels) { return (channels + kBlock - 1) / kBlock; }
 constexpr int64_t padded(int64_t channels) { return blocks_of(channels) * kBlock; }
-
-C10_ALWAYS_INLINE FloatVec broadcast(float v) { return FloatVec{} + v; }
 
 // The first `n` (1..16) floats at p into the low lanes, zero elsewhere; reads only those.
 C10_ALWAYS_INLINE FloatVec load_first(const float* p, int64_t n) {
@@ -52,7 +51,40 @@ C10_ALWAYS_INLINE void store_first(float* p, FloatVec v, int64_t n) {
   std::memcpy(p, lanes, static_cast<size_t>(n) * sizeof(float));
 }
 
-C10_ALWAYS_INLINE FloatVec relu(FloatVec v) { return v < 0 ? FloatVec{} : v; }
+// The vector of L floats: one register of the instruction set the code is built for.
+template <int L>
+struct Lanes;
+template <>
+struct Lanes<16> {
+  using V = FloatVec;
+};
+template <>
+struct Lanes<8> {
+  typedef float V __attribute__((vector_size(8 * sizeof(float))));
+};
+template <>
+struct Lanes<4> {
+  typedef float V __attribute__((vector_size(4 * sizeof(float))));
+};
+
+template <typename V>
+C10_ALWAYS_INLINE V vload(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename V>
+C10_ALWAYS_INLINE void vstore(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+template <typename V>
+C10_ALWAYS_INLINE V vbroadcast(float x) {
+  return V{} + x;
+}
+template <typename V>
+C10_ALWAYS_INLINE V vrelu(V v) {
+  return v < 0 ? V{} : v;
+}
 
 // A packed 1x1 weight: blocks of 16 output channels, [blocks][k][16], and its bias
 // padded to blocks*16 (zeros past C_out, and everywhere when the conv has none).
@@ -64,13 +96,18 @@ struct PackedPointwise {
   int64_t blocks;  // blocks_of(c_out)
 };
 
-// Epilogue: ReLU'd tile rows to a pixel-major float buffer with a row length of whole
-// blocks (the pad channels get relu(0) = 0 from the zero-padded weight and bias).
+// Epilogues take the P = 16/L accumulator vectors of one pixel and block.
+
+// ReLU'd tile rows to a pixel-major float buffer with a row length of whole blocks (the
+// pad channels get relu(0) = 0 from the zero-padded weight and bias).
 struct StoreRows {
   float* dst;
   int64_t ld;
-  C10_ALWAYS_INLINE void operator()(int64_t m, int64_t block, FloatVec v) const {
-    store_floats(dst + m * ld + block * kBlock, v);
+  template <typename V, int P>
+  C10_ALWAYS_INLINE void put(int64_t m, int64_t block, const V* parts) const {
+    constexpr int L = kBlock / P;
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) vstore(dst + m * ld + block * kBlock + p * L, vrelu(parts[p]));
   }
 };
 
@@ -85,7 +122,13 @@ struct StoreInterleaved {
   const float* even;    // pixel 0, channel 0 of the even source
   int64_t even_pixel;   // its pixel stride (channel stride 1)
   int64_t channels;     // half the output channels
-  C10_ALWAYS_INLINE void operator()(int64_t m, int64_t block, FloatVec v) const {
+  template <typename V, int P>
+  C10_ALWAYS_INLINE void put(int64_t m, int64_t block, const V* parts) const {
+    constexpr int L = kBlock / P;
+    float lanes[kBlock];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) vstore(lanes + p * L, vrelu(parts[p]));
+    const FloatVec v = load_floats(lanes);
     const int64_t c0 = block * kBlock;
     const int64_t n = std::min<int64_t>(kBlock, channels - c0);
     const FloatVec e = load_first(even + m * even_pixel + c0, n);
@@ -105,72 +148,76 @@ struct StoreInterleaved {
 };
 
 // One MR x NB tile at pixel m0, blocks [j0, j0 + NB): bias, K multiply-adds, ReLU, store.
-template <int MR, int NB, typename Store>
+// Each block of 16 channels is P = 16/L vectors of L lanes.
+template <int L, int MR, int NB, typename Store>
 C10_ALWAYS_INLINE void relu_tile(const float* a, int64_t a_pixel, const PackedPointwise& w, int64_t m0, int64_t j0,
                                  const Store& store) {
-  FloatVec acc[MR][NB];
+  using V = typename Lanes<L>::V;
+  constexpr int P = kBlock / L;
+  constexpr int Q = NB * P;  // accumulator vectors per pixel
+  V acc[MR][Q];
   const float* wb = w.weight + j0 * w.k * kBlock;
-#pragma GCC unroll 4
-  for (int j = 0; j < NB; ++j) {
-    const FloatVec b = load_floats(w.bias + (j0 + j) * kBlock);
+#pragma GCC unroll 16
+  for (int q = 0; q < Q; ++q) {
+    const V b = vload<V>(w.bias + j0 * kBlock + q * L);
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) acc[i][j] = b;
+    for (int i = 0; i < MR; ++i) acc[i][q] = b;
   }
   const float* ap = a + m0 * a_pixel;
   for (int64_t k = 0; k < w.k; ++k) {
-    FloatVec wv[NB];
-#pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) wv[j] = load_floats(wb + (j * w.k + k) * kBlock);
+    V wv[Q];
+#pragma GCC unroll 16
+    for (int q = 0; q < Q; ++q) wv[q] = vload<V>(wb + ((q / P) * w.k + k) * kBlock + (q % P) * L);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      const FloatVec av = broadcast(ap[i * a_pixel + k]);
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) acc[i][j] += av * wv[j];
+      const V av = vbroadcast<V>(ap[i * a_pixel + k]);
+#pragma GCC unroll 16
+      for (int q = 0; q < Q; ++q) acc[i][q] += av * wv[q];
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) store(m0 + i, j0 + j, relu(acc[i][j]));
+    for (int j = 0; j < NB; ++j) store.template put<V, P>(m0 + i, j0 + j, &acc[i][j * P]);
   }
 }
 
 // Rows [0, M) of the NB blocks from j0: full MR tiles, then one shorter tile.
-template <int MR, int NB, typename Store>
+template <int L, int MR, int NB, typename Store>
 C10_ALWAYS_INLINE void relu_columns(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w, int64_t j0,
                                     const Store& store) {
   int64_t m0 = 0;
-  for (; m0 + MR <= m; m0 += MR) relu_tile<MR, NB>(a, a_pixel, w, m0, j0, store);
+  for (; m0 + MR <= m; m0 += MR) relu_tile<L, MR, NB>(a, a_pixel, w, m0, j0, store);
   const int64_t rest = m - m0;
   if (rest == 0) return;
   if constexpr (MR > 1) {
     if (rest >= MR / 2 + (MR % 2)) {
       // Tiles of half height cover what is left in at most two calls.
       constexpr int H = MR / 2 + (MR % 2);
-      relu_tile<H, NB>(a, a_pixel, w, m0, j0, store);
+      relu_tile<L, H, NB>(a, a_pixel, w, m0, j0, store);
       m0 += H;
     }
   }
-  for (; m0 < m; ++m0) relu_tile<1, NB>(a, a_pixel, w, m0, j0, store);
+  for (; m0 < m; ++m0) relu_tile<L, 1, NB>(a, a_pixel, w, m0, j0, store);
 }
 
 // relu(A @ W + bias) for M pixels, every output block, through `store`.
-template <int MR, int NB_MAX, typename Store>
+template <int L, int MR, int NB_MAX, typename Store>
 C10_ALWAYS_INLINE void relu_gemm(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w,
                                  const Store& store) {
   static_assert(NB_MAX >= 1 && NB_MAX <= 4, "NB_MAX must be in [1, 4]");
   for (int64_t j0 = 0; j0 < w.blocks; j0 += NB_MAX) {
     const int64_t nb = std::min<int64_t>(NB_MAX, w.blocks - j0);
     if (nb == NB_MAX) {
-      relu_columns<MR, NB_MAX>(a, a_pixel, m, w, j0, store);
+      relu_columns<L, MR, NB_MAX>(a, a_pixel, m, w, j0, store);
     } else if constexpr (NB_MAX > 1) {
       if (nb == 1) {
-        relu_columns<MR, 1>(a, a_pixel, m, w, j0, store);
+        relu_columns<L, MR, 1>(a, a_pixel, m, w, j0, store);
       } else if constexpr (NB_MAX > 2) {
         if (nb == 2) {
-          relu_columns<MR, 2>(a, a_pixel, m, w, j0, store);
+          relu_columns<L, MR, 2>(a, a_pixel, m, w, j0, store);
         } else if constexpr (NB_MAX > 3) {
-          relu_columns<MR, 3>(a, a_pixel, m, w, j0, store);
+          relu_columns<L, MR, 3>(a, a_pixel, m, w, j0, store);
         }
       }
     }

@@ -215,15 +215,19 @@ ScratchLayout scratch_layout(const Plan& p) {
 // src_pixel apart, channels contiguous, whole blocks of 16 of them read (the source is
 // padded scratch, or input rows whose channels are whole blocks). Writes output rows
 // [r0, r1) as dst[((r - r0) * w_out + x) * dst_ld + c], whole blocks of 16.
+template <int L>
 C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t src_row, int64_t src_pixel,
                                     int64_t h, int64_t w, int64_t stride, int64_t r0, int64_t r1, int64_t w_out,
                                     const float* weight, const float* bias, int64_t channels, float* dst,
                                     int64_t dst_ld) {
-  for (int64_t blk = 0; blk < blocks_of(channels); ++blk) {
-    const int64_t c0 = blk * kBlock;
-    FloatVec wv[9];
-    for (int t = 0; t < 9; ++t) wv[t] = load_floats(weight + (blk * 9 + t) * kBlock);
-    const FloatVec b = load_floats(bias + c0);
+  using V = typename gemm::Lanes<L>::V;
+  for (int64_t part = 0; part < blocks_of(channels) * (kBlock / L); ++part) {
+    const int64_t blk = part / (kBlock / L);
+    const int64_t c0 = part * L;  // channels [c0, c0 + L) of block blk
+    const int64_t lane0 = c0 - blk * kBlock;
+    V wv[9];
+    for (int t = 0; t < 9; ++t) wv[t] = gemm::vload<V>(weight + (blk * 9 + t) * kBlock + lane0);
+    const V b = gemm::vload<V>(bias + c0);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t iy0 = r * stride - 1;
       const int dy_lo = iy0 < 0 ? 1 : 0;
@@ -233,30 +237,30 @@ C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t
       float* out = dst + (r - r0) * w_out * dst_ld + c0;
       for (int64_t x = 0; x < w_out; ++x) {
         const int64_t ix0 = x * stride - 1;
-        FloatVec acc = b;
+        V acc = b;
         if (ix0 >= 0 && ix0 + 2 < w) {
           for (int dy = dy_lo; dy < dy_hi; ++dy) {
             const float* q = rows[dy] + ix0 * src_pixel;
-            acc += wv[3 * dy] * load_floats(q);
-            acc += wv[3 * dy + 1] * load_floats(q + src_pixel);
-            acc += wv[3 * dy + 2] * load_floats(q + 2 * src_pixel);
+            acc += wv[3 * dy] * gemm::vload<V>(q);
+            acc += wv[3 * dy + 1] * gemm::vload<V>(q + src_pixel);
+            acc += wv[3 * dy + 2] * gemm::vload<V>(q + 2 * src_pixel);
           }
         } else {
           for (int dy = dy_lo; dy < dy_hi; ++dy) {
             for (int dx = 0; dx < 3; ++dx) {
               const int64_t ix = ix0 + dx;
-              if (ix >= 0 && ix < w) acc += wv[3 * dy + dx] * load_floats(rows[dy] + ix * src_pixel);
+              if (ix >= 0 && ix < w) acc += wv[3 * dy + dx] * gemm::vload<V>(rows[dy] + ix * src_pixel);
             }
           }
         }
-        store_floats(out + x * dst_ld, acc);
+        gemm::vstore(out + x * dst_ld, acc);
       }
     }
   }
 }
 
 // Output rows [ro_begin, ro_end) of image n (see the file comment for the steps).
-template <int MR, int NB>
+template <int L, int MR, int NB>
 C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t n, int64_t ro_begin,
                                 int64_t ro_end) {
   const int64_t w = p.w, s = p.stride;
@@ -290,10 +294,10 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
         rows = dst;
         pixel = p.cb_p;
       }
-      gemm::relu_gemm<MR, NB>(rows, pixel, (hi - end) * w, p.pw1, gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
+      gemm::relu_gemm<L, MR, NB>(rows, pixel, (hi - end) * w, p.pw1, gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
       end = hi;
     }
-    depthwise3x3(mid, first, mid_row, p.cm_p, p.h, w, s, a, b, p.w_out, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
+    depthwise3x3<L>(mid, first, mid_row, p.cm_p, p.h, w, s, a, b, p.w_out, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
     const int64_t m = (b - a) * p.w_out;
     const float* even = nullptr;
     int64_t even_pixel = 0;
@@ -301,13 +305,13 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
     if (s == 2) {
       float* proj_dw = scratch + sl.proj_dw;
       if (p.direct_in) {
-        depthwise3x3(in_image, 0, w * p.in_pixel, p.in_pixel, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias,
+        depthwise3x3<L>(in_image, 0, w * p.in_pixel, p.in_pixel, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias,
                      p.c_branch, proj_dw, p.cb_p);
       } else {
-        depthwise3x3(in_buf, first, in_row, p.cb_p, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias, p.c_branch,
+        depthwise3x3<L>(in_buf, first, in_row, p.cb_p, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias, p.c_branch,
                      proj_dw, p.cb_p);
       }
-      gemm::relu_gemm<MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
+      gemm::relu_gemm<L, MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
       even = proj;
       even_pixel = p.ch_p;
     } else if (p.direct_out) {
@@ -315,46 +319,51 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
       even_pixel = p.in_pixel;
     }
     if (p.direct_out) {
-      gemm::relu_gemm<MR, NB>(dw_out, p.cm_p, m, p.pw2,
-                              gemm::StoreInterleaved{p.out + n * p.out_image + a * p.w_out * 2 * p.c_half,
+      gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2,
+                                 gemm::StoreInterleaved{p.out + n * p.out_image + a * p.w_out * 2 * p.c_half,
                                                      2 * p.c_half, even, even_pixel, p.c_half});
     } else {
       float* y = scratch + sl.y;
-      gemm::relu_gemm<MR, NB>(dw_out, p.cm_p, m, p.pw2, gemm::StoreRows{y, p.ch_p});
+      gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2, gemm::StoreRows{y, p.ch_p});
       p.commit(p.ctx, n, a, b, y, s == 2 ? proj : nullptr);
     }
   }
 }
 
-template <int MR, int NB>
+template <int L, int MR, int NB>
 C10_ALWAYS_INLINE void run_tasks(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t t0, int64_t t1) {
   const int64_t rows = (p.h_out + p.bands - 1) / p.bands;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t n = t / p.bands, band = t % p.bands;
     const int64_t r0 = band * rows, r1 = std::min(p.h_out, r0 + rows);
-    if (r0 < r1) run_band<MR, NB>(p, sl, scratch, n, r0, r1);
+    if (r0 < r1) run_band<L, MR, NB>(p, sl, scratch, n, r0, r1);
   }
 }
 
 using RunTasksFn = void (*)(const Plan&, const ScratchLayout&, float*, int64_t, int64_t);
 
-// Tile shapes: MR pixels x NB blocks of 16 accumulators must fit the vector registers
-// with room for the NB weight vectors and a broadcast: 6x4 zmm of 32 (AVX-512), 6x1
-// ymm pairs of 16 (AVX2), 3x1 xmm quadruples of 16 (SSE2 baseline).
+// Vector width L and tile shapes: MR pixels x NB blocks of 16 channels of accumulators
+// must fit the vector registers with room for the weight vectors and a broadcast:
+// 6x4 zmm of 32 (AVX-512), 6x2 ymm of 16 (AVX2), 2x4 xmm of 16 (SSE2 baseline; NEON
+// and others have 32: 4x4).
 void run_tasks_baseline(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t t0, int64_t t1) {
-  run_tasks<3, 1>(p, sl, scratch, t0, t1);
+#if defined(__x86_64__)
+  run_tasks<4, 2, 1>(p, sl, scratch, t0, t1);
+#else
+  run_tasks<4, 4, 1>(p, sl, scratch, t0, t1);
+#endif
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SHUFFLENET_V2_UNIT_X86 1
 __attribute__((target("avx512f,avx2,fma"))) void run_tasks_avx512(const Plan& p, const ScratchLayout& sl,
                                                                     float* scratch, int64_t t0, int64_t t1) {
-  run_tasks<6, 4>(p, sl, scratch, t0, t1);
+  run_tasks<16, 6, 4>(p, sl, scratch, t0, t1);
 }
 
 __attribute__((target("avx2,fma"))) void run_tasks_avx2(const Plan& p, const ScratchLayout& sl, float* scratch,
                                                          int64_t t0, int64_t t1) {
-  run_tasks<6, 1>(p, sl, scratch, t0, t1);
+  run_tasks<8, 6, 1>(p, sl, scratch, t0, t1);
 }
 #endif
 
