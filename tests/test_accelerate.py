@@ -251,3 +251,41 @@ def test_accelerated_model_torch_export(make) -> None:
     torch.testing.assert_close(ye, y, **TOL)
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
     assert any(t.startswith("shufflenet.") for t in targets), sorted(targets)
+
+
+# Copies an eval forward may make: torchvision's own head makes two (mean's
+# dtype cast, addmm's bias broadcast); the fused units none (the depthwise weights
+# are cached in the layout the kernels read, biases are used as they are).
+MODEL_COPY_BOUND = 2
+_COPY_OPS = ("aten::copy_", "aten::clone", "aten::_to_copy")
+
+
+def _copies_per_forward(model: nn.Module, x: Tensor) -> tuple[int, int]:
+    """(copies in the whole forward, copies inside ``shufflenet::`` ops), from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        model(x)  # fills the folded-weight caches
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(x)
+    total = inside = 0
+    for e in prof.events():
+        if e.name not in _COPY_OPS:
+            continue
+        total += 1
+        parent = e.cpu_parent
+        while parent is not None and not parent.name.startswith("shufflenet::"):
+            parent = parent.cpu_parent
+        inside += parent is not None
+    return total, inside
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_accelerated_eval_forward_makes_no_per_call_copies(channels_last: bool) -> None:
+    tv = _torchvision()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = sk.accelerate(tv.models.shufflenet_v2_x1_0().eval()).to(memory_format=fmt)
+    x = torch.randn(1, 3, 64, 64).contiguous(memory_format=fmt)
+    total, inside = _copies_per_forward(model, x)
+    assert inside == 0
+    assert total <= MODEL_COPY_BOUND

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -317,33 +318,91 @@ void gather_pixels(const std::vector<GatherTarget<T>>& dsts, const std::vector<G
   });
 }
 
+// Copies n values: 64-byte block moves of a constant size (inlined vector loads
+// and stores, the last block overlapping the one before) rather than a library
+// call per plane, which dominates for the small planes of the late stages.
+template <typename T>
+C10_ALWAYS_INLINE void copy_values(T* __restrict__ d, const T* __restrict__ s, int64_t n) {
+  constexpr int64_t kBlock = 64 / sizeof(T);
+  if (n >= kBlock) {
+    int64_t i = 0;
+    for (; i + kBlock <= n; i += kBlock) std::memcpy(d + i, s + i, 64);
+    if (i < n) std::memcpy(d + n - kBlock, s + n - kBlock, 64);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+}
+
+// Planes [begin, end) of the flattened (n, c) range: plane (n, c) copies
+// src[c] + n * src_stride_n[c] (stride_s apart) to dst[c] + n * dst_stride_n[c].
+template <typename T>
+struct PlaneCopies {
+  const T* const* src;
+  const int64_t* src_stride_n;
+  T* const* dst;
+  const int64_t* dst_stride_n;
+  int64_t c_size, s_size, stride_s;
+};
+
+template <typename T>
+SHUFFLENET_CPU_MULTIVERSION void copy_planes(const PlaneCopies<T>& job, int64_t begin, int64_t end) {
+  int64_t n = begin / job.c_size, c = begin % job.c_size;  // one division per task, not per plane
+  for (int64_t i = begin; i < end; ++i) {
+    const T* sp = job.src[c] + n * job.src_stride_n[c];
+    T* dp = job.dst[c] + n * job.dst_stride_n[c];
+    if (job.stride_s == 1) {
+      copy_values(dp, sp, job.s_size);
+    } else {
+      for (int64_t s = 0; s < job.s_size; ++s) dp[s] = sp[s * job.stride_s];
+    }
+    if (++c == job.c_size) {
+      c = 0;
+      ++n;
+    }
+  }
+}
+
 // Planar destinations: each output channel plane is one contiguous run copied
-// from one source plane (a memcpy when the source plane is contiguous too).
+// from one source plane. Tasks cover many planes (kGatherGrain elements), so
+// small planes cost their copy and little else.
 template <typename T>
 void gather_planes(const std::vector<GatherTarget<T>>& dsts, const std::vector<GatherSource<T>>& srcs,
                    const std::vector<ChannelSource>& table) {
   const int64_t c_size = static_cast<int64_t>(table.size());
-  std::vector<int64_t> target, target_channel;
-  for (size_t k = 0; k < dsts.size(); ++k) {
-    for (int64_t c = 0; c < dsts[k].view.c; ++c) {
-      target.push_back(static_cast<int64_t>(k));
-      target_channel.push_back(c);
+  c10::SmallVector<const T*, 512> src(c_size);
+  c10::SmallVector<T*, 512> dst(c_size);
+  c10::SmallVector<int64_t, 512> src_stride_n(c_size), dst_stride_n(c_size);
+  // Sources that are read with another spatial stride than the first one's are
+  // rare (exotic strides are copied to a dense layout before this point): one
+  // stride for all, else the strided loop with each source's own.
+  bool same_stride = true;
+  int64_t c = 0;
+  for (const auto& d : dsts) {
+    for (int64_t k = 0; k < d.view.c; ++k, ++c) {
+      const auto& source = srcs[table[c].operand];
+      src[c] = source.data + table[c].channel * source.view.stride_c;
+      src_stride_n[c] = source.view.stride_n;
+      dst[c] = d.data + k * d.view.stride_c;
+      dst_stride_n[c] = d.view.stride_n;
+      same_stride = same_stride && source.view.stride_s == srcs[table[0].operand].view.stride_s;
     }
   }
   const int64_t s_size = dsts[0].view.s;
   const int64_t grain = std::max<int64_t>(1, kGatherGrain / std::max<int64_t>(s_size, 1));
+  if (same_stride) {
+    const PlaneCopies<T> job{src.data(), src_stride_n.data(), dst.data(), dst_stride_n.data(), c_size, s_size,
+                             srcs[table[0].operand].view.stride_s};
+    at::parallel_for(0, dsts[0].view.n * c_size, grain,
+                     [&](int64_t begin, int64_t end) { copy_planes(job, begin, end); });
+    return;
+  }
   at::parallel_for(0, dsts[0].view.n * c_size, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / c_size, c = i % c_size;
-      const auto& src = srcs[table[c].operand];
-      const auto& dst = dsts[target[c]];
-      const T* sp = src.data + n * src.view.stride_n + table[c].channel * src.view.stride_c;
-      T* dp = dst.data + n * dst.view.stride_n + target_channel[c] * dst.view.stride_c;
-      if (src.view.stride_s == 1) {
-        std::memcpy(dp, sp, s_size * sizeof(T));
-      } else {
-        for (int64_t s = 0; s < s_size; ++s) dp[s] = sp[s * src.view.stride_s];
-      }
+      const int64_t n = i / c_size, ch = i % c_size;
+      const int64_t stride_s = srcs[table[ch].operand].view.stride_s;
+      const T* sp = src[ch] + n * src_stride_n[ch];
+      T* dp = dst[ch] + n * dst_stride_n[ch];
+      for (int64_t s = 0; s < s_size; ++s) dp[s] = sp[s * stride_s];
     }
   });
 }

@@ -89,6 +89,9 @@ struct KernelShape {
   static int64_t sw(const Geometry& g) { return SW ? SW : g.sw; }
   // Upper bound of kh * kw, for register arrays sized at compile time.
   static constexpr int64_t kTapBound = KH && KW ? KH * KW : kMaxTaps;
+  // Whether every extent is a constant (then kKW and kSW are the column ones).
+  static constexpr bool kFixed = KH && KW && SW;
+  static constexpr int64_t kKW = KW, kSW = SW;
 };
 
 // Calls fn(KernelShape<...>{}) with the specialisation matching `g`.
@@ -252,9 +255,18 @@ C10_ALWAYS_INLINE void accumulate_pixel(const scalar_t* const* src, const acc_t*
   }
 }
 
+// Output pixels computed together by the unchecked interior loop below, per
+// column stride: enough to reuse each loaded input pixel across several outputs,
+// few enough that accumulators, 3x3 weights and inputs stay in registers.
+constexpr int64_t pixel_block(int64_t stride) { return stride == 1 ? 6 : 4; }
+
 // Channels [c0, c0 + V * kFloatLanes) of a whole channels_last output row: the
 // block's weights stay in registers while the row's pixels stream through.
 // rows[kh]: the input row read by kernel row kh, or null outside the input.
+// Border pixels check each tap. With the kernel shape known at compile time and
+// no column dilation, interior pixels go pixel_block(stride) at a time: each input pixel
+// of a kernel row is loaded once and feeds every output of the block that reads
+// it (3 loads instead of 9 per output for a 3x3 stride-1 kernel).
 template <int64_t V, typename Shape, typename scalar_t>
 C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, const RowTaps& cols,
                                               const scalar_t* const* rows, int64_t c0, scalar_t* orow) {
@@ -266,7 +278,7 @@ C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, co
     for (int64_t v = 0; v < V; ++v) wv[t][v] = load_floats(p.weight + t * g.c + c0 + v * kFloatLanes);
   }
   for (int64_t v = 0; v < V; ++v) bv[v] = p.bias ? load_floats(p.bias + c0 + v * kFloatLanes) : FloatVec{};
-  for (int64_t ow = 0; ow < g.wo; ++ow) {
+  const auto checked_pixel = [&](int64_t ow) {
     FloatVec acc[V];
     for (int64_t v = 0; v < V; ++v) acc[v] = bv[v];
     for (int64_t kh = 0; kh < kh_n; ++kh) {
@@ -278,7 +290,45 @@ C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, co
       }
     }
     for (int64_t v = 0; v < V; ++v) store_floats(orow + ow * g.c + c0 + v * kFloatLanes, relu_vec(acc[v], p.relu));
+  };
+  int64_t ow = 0;
+  if constexpr (Shape::kFixed) {
+    if (g.dw == 1) {
+      constexpr int64_t KH = Shape::kTapBound / Shape::kKW, KW = Shape::kKW, SW = Shape::kSW;
+      constexpr int64_t P = pixel_block(SW), kCols = (P - 1) * SW + KW;  // input columns a block reads
+      for (; ow < cols.interior_lo; ++ow) checked_pixel(ow);
+      for (; ow + P <= cols.interior_hi; ow += P) {
+        FloatVec acc[P][V];
+#pragma GCC unroll 8
+        for (int64_t q = 0; q < P; ++q) {
+          for (int64_t v = 0; v < V; ++v) acc[q][v] = bv[v];
+        }
+        const int64_t iw0 = ow * SW + cols.off[0];
+        for (int64_t kh = 0; kh < KH; ++kh) {
+          if (rows[kh] == nullptr) continue;
+          const scalar_t* src = rows[kh] + iw0 * p.is.w + c0;
+#pragma GCC unroll 16
+          for (int64_t j = 0; j < kCols; ++j) {
+            FloatVec x[V];
+            for (int64_t v = 0; v < V; ++v) x[v] = load_floats(src + j * p.is.w + v * kFloatLanes);
+#pragma GCC unroll 8
+            for (int64_t q = 0; q < P; ++q) {
+              const int64_t kw = j - q * SW;  // constant once unrolled
+              if (kw < 0 || kw >= KW) continue;
+              for (int64_t v = 0; v < V; ++v) acc[q][v] += wv[kh * KW + kw][v] * x[v];
+            }
+          }
+        }
+#pragma GCC unroll 8
+        for (int64_t q = 0; q < P; ++q) {
+          for (int64_t v = 0; v < V; ++v) {
+            store_floats(orow + (ow + q) * g.c + c0 + v * kFloatLanes, relu_vec(acc[q][v], p.relu));
+          }
+        }
+      }
+    }
   }
+  for (; ow < g.wo; ++ow) checked_pixel(ow);
 }
 
 template <typename scalar_t, typename acc_t, typename Shape>
@@ -297,7 +347,9 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nhwc_rows(const Pass<scalar_t, acc_t>& 
     }
     scalar_t* orow = p.out + r * g.wo * g.c;
     if constexpr (std::is_same_v<acc_t, float>) {
-      if (g.c >= 2 * kFloatLanes) {
+      // Two vectors per block only for run-time kernel shapes: the fixed shapes'
+      // pixel blocks fill the registers with one.
+      if (!Shape::kFixed && g.c >= 2 * kFloatLanes) {
         SHUFFLENET_FOR_OVERLAPPED_BLOCKS(2 * kFloatLanes, 0, g.c, c0,
                                          nhwc_row_channel_block<2, Shape>(p, cols, rows.data(), c0, orow))
         continue;
@@ -620,11 +672,38 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, std::a
           weight.size(3), stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
 }
 
-// Weights in the accumulation type: [C, taps] for NCHW, [taps, C] for NHWC.
+// Whether `weight` ([C, 1, kH, kW]) already holds element (c, t = kh*kW + kw) at
+// offset t*C + c ("tap-major": stride(0) == 1), i.e. is the [taps, C] matrix the
+// channels_last kernels read. Size-1 dims place no constraint.
+bool is_tap_major(const at::Tensor& weight) {
+  const int64_t c = weight.size(0), kh = weight.size(2), kw = weight.size(3);
+  return (c == 1 || weight.stride(0) == 1) && (kh == 1 || weight.stride(2) == kw * c) &&
+         (kw == 1 || weight.stride(3) == c);
+}
+
+// Whether the forward kernels can read `weight` as is: already in the
+// accumulation type and laid out as the [C, taps] (NCHW: contiguous) or
+// [taps, C] (NHWC: tap-major) matrix they expect. Tap-major is the layout the nn
+// units cache for channels_last models
+// (`w.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)`).
+bool weight_usable_as_is(const at::Tensor& weight, bool channels_last) {
+  return weight.scalar_type() == at::toOpMathType(weight.scalar_type()) &&
+         (channels_last ? is_tap_major(weight) : weight.is_contiguous());
+}
+
+// Weights in the accumulation type: [C, taps] for NCHW, [taps, C] for NHWC (a
+// view, no copy, when weight_usable_as_is).
 at::Tensor prepared_weight(const at::Tensor& weight, bool channels_last) {
   const auto acc = at::toOpMathType(weight.scalar_type());
   at::Tensor w = weight.reshape({weight.size(0), weight.size(2) * weight.size(3)}).to(acc);
   return channels_last ? w.t().contiguous() : w.contiguous();
+}
+
+// The bias in the accumulation type, dense; the tensor itself when it already is.
+at::Tensor prepared_bias(const c10::optional<at::Tensor>& bias, at::ScalarType acc) {
+  if (!bias.has_value() || !bias->defined()) return at::Tensor();
+  if (bias->scalar_type() == acc && bias->is_contiguous()) return *bias;
+  return bias->to(acc).contiguous();
 }
 
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
@@ -638,9 +717,11 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   at::Tensor out = empty_in_format({g.n, g.c, g.ho, g.wo}, input, fmt);
   if (out.numel() == 0) return out;
   const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  const at::Tensor w = prepared_weight(weight, cl);
-  const bool has_bias = bias.has_value() && bias->defined();
-  const at::Tensor b = has_bias ? bias->to(w.scalar_type()).contiguous() : at::Tensor();
+  // The common case (float32, or a weight cached in the kernels' layout) makes
+  // no ATen call here: the kernels read the weight's own memory.
+  const at::Tensor w = weight_usable_as_is(weight, cl) ? weight : prepared_weight(weight, cl);
+  const at::Tensor b = prepared_bias(bias, at::toOpMathType(weight.scalar_type()));
+  const bool has_bias = b.defined();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "depthwise_conv2d_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* bp = has_bias ? b.const_data_ptr<acc_t>() : nullptr;

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from .. import functional as F
 from .. import fusion, reference
 from ..backend import Backend, check_backend
+from ..backend import resolve as resolve_backend
 from ..fusion import FoldCache, bn_can_fold, is_tracing
 from ..ops import MAX_DEPTHWISE_KERNEL
 
@@ -126,6 +127,17 @@ def _run_conv(
     return F.channel_shuffle(y, shuffle, backend=backend) if shuffle > 1 else y
 
 
+def _runs_tap_major(x: Tensor, backend: Backend) -> bool:
+    """Whether the depthwise convs fed by ``x`` run channels_last on the C++ kernels.
+
+    Those take a tap-major weight as is; the Triton kernels copy any strided weight.
+    """
+    return (
+        x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
+        and resolve_backend("depthwise_conv2d", backend, x) == "shufflenet"
+    )
+
+
 class _FusedBlock(nn.Module):
     """Runs conv stages with BN folded (eval) or separate (training), caching folded weights.
 
@@ -153,8 +165,13 @@ class _FusedBlock(nn.Module):
         self._fold_cache.clear()
         return super()._apply(fn, recurse)
 
-    def _folded(self) -> list[Folded]:
-        """Per stage: (weight, bias) with its BN folded in, or None where the BN cannot fold."""
+    def _folded(self, x: Tensor | None = None) -> list[Folded]:
+        """Per stage: (weight, bias) with its BN folded in, or None where the BN cannot fold.
+
+        ``x`` is the block's input: when it is channels_last and the C++ kernels run the
+        depthwise convs, their cached weights are stored tap-major (``fusion.tap_major``),
+        the layout those kernels read without a per-call copy.
+        """
         stages = self._stages
         if is_tracing():
             # Traced into the graph (torch.compile, torch.fx): no cache, plain attribute
@@ -185,13 +202,21 @@ class _FusedBlock(nn.Module):
         if not sources:
             return [None] * len(stages)
 
-        def compute() -> list[Folded]:
-            return [
-                fusion.fold_conv_bn(s.conv.weight, s.conv.bias, s.bn) if f and s.bn is not None else None
-                for s, f in zip(stages, foldable, strict=True)
-            ]
+        tap_major = x is not None and _runs_tap_major(x, self.backend)
 
-        return self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps)))
+        def compute() -> list[Folded]:
+            out: list[Folded] = []
+            for s, f in zip(stages, foldable, strict=True):
+                if not f or s.bn is None:
+                    out.append(None)
+                    continue
+                w, b = fusion.fold_conv_bn(s.conv.weight, s.conv.bias, s.bn)
+                if tap_major and _is_depthwise(s.conv):
+                    w = fusion.tap_major(w)
+                out.append((w, b))
+            return out
+
+        return self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps), tap_major))
 
     def _run_stage(self, x: Tensor, s: ConvStage, folded: Folded) -> Tensor:
         if folded is not None:
@@ -240,7 +265,7 @@ class ConvBNReLU(nn.Sequential, _FusedBlock):
         return cls(*seq, backend=backend)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._run_chain(x, self._stages, self._folded())
+        return self._run_chain(x, self._stages, self._folded(x))
 
 
 class ShuffleV2Unit(_FusedBlock):
@@ -283,7 +308,7 @@ class ShuffleV2Unit(_FusedBlock):
         return unit
 
     def forward(self, x: Tensor) -> Tensor:
-        folded = self._folded()
+        folded = self._folded(x)
         k = self._split
         stages1, stages2 = self._stages[:k], self._stages[k:]
         if k == 0:
@@ -342,7 +367,7 @@ class ShuffleV1Unit(_FusedBlock):
         return unit
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self._run_chain(x, self._stages, self._folded())
+        y = self._run_chain(x, self._stages, self._folded(x))
         if self.stride == 1:
             if not torch.is_grad_enabled() and not is_tracing():
                 return y.add_(x).relu_()  # y is this call's own buffer: reuse it
