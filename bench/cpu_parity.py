@@ -56,7 +56,7 @@ HEADER = "| op | dir | case | shape | layout | N | thr | ours ms | torch ms | to
 # Rough cost of one case in one configuration, for the duration estimate: two
 # contenders, each calibrated then sampled `rounds` times (bench.pointwise_cpu.MIN_SAMPLE_S
 # per sample at least; the slowest cases take longer per call).
-_EST_SAMPLE_S = 3e-3
+_EST_SAMPLE_S = 6e-3
 
 
 @dataclass(frozen=True)
