@@ -8,6 +8,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <memory>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -78,16 +80,50 @@ PixelPlan plan_strided_runs(const std::vector<ChannelSource>& table) {
 // Steps up to this many elements stay in the vectorised kernels.
 constexpr int64_t kMaxPlanStep = 16;
 
-template <typename T>
-PixelPlan plan_pixel_gather(const std::vector<GatherSource<T>>& srcs, const std::vector<ChannelSource>& table) {
-  for (const auto& src : srcs) {
-    if (src.view.stride_c != 1) return {};
-  }
+// The plan of `table` for sources whose channels are contiguous in a pixel.
+PixelPlan plan_for_table(const std::vector<ChannelSource>& table) {
   PixelPlan runs = plan_strided_runs(table);
   if (runs.kind != PixelPlanKind::kTable && runs.ways <= kMaxPlanStep) return runs;
   PixelPlan rows = plan_interleave(table);
   if (rows.kind != PixelPlanKind::kTable && rows.ways <= kMaxPlanStep) return rows;
   return runs.kind != PixelPlanKind::kTable ? runs : rows;
+}
+
+template <typename T>
+bool unit_channel_stride(const std::vector<GatherSource<T>>& srcs) {
+  return std::all_of(srcs.begin(), srcs.end(), [](const GatherSource<T>& s) { return s.view.stride_c == 1; });
+}
+
+// A channel table with its pixel plan (for sources of unit channel stride).
+struct GatherTable {
+  std::vector<ChannelSource> table;
+  PixelPlan plan;
+};
+
+// The table of output channel -> source for (kind, channels, groups, channels_a),
+// built by source(c) for each c, remembered per thread for the last few shapes:
+// building one costs integer divisions per channel (and planning a pass over
+// it), as much as the copy itself for the small tensors of batch-1 inference.
+enum class TableKind { kShuffle, kConcatShuffle, kConcatShuffleBackward };
+
+template <typename F>
+const GatherTable& cached_table(TableKind kind, int64_t channels, int64_t groups, int64_t channels_a, const F& source) {
+  using Key = std::array<int64_t, 4>;
+  constexpr size_t kEntries = 16;
+  thread_local std::array<std::pair<Key, std::unique_ptr<GatherTable>>, kEntries> cache;
+  thread_local size_t next = 0;
+  const Key key{static_cast<int64_t>(kind), channels, groups, channels_a};
+  for (const auto& entry : cache) {
+    if (entry.second && entry.first == key) return *entry.second;
+  }
+  auto value = std::make_unique<GatherTable>();
+  value->table.resize(channels);
+  for (int64_t c = 0; c < channels; ++c) value->table[c] = source(c);
+  value->plan = plan_for_table(value->table);
+  auto& slot = cache[next];
+  next = (next + 1) % kEntries;
+  slot = {key, std::move(value)};
+  return *slot.second;
 }
 
 // Unsigned integer of twice T's width, and a pointer target that may alias
@@ -237,12 +273,23 @@ struct GatherTarget {
 // dsts[0], dsts[1], ... in order are the C entries of `table`.
 template <typename T>
 void gather_pixels(const std::vector<GatherTarget<T>>& dsts, const std::vector<GatherSource<T>>& srcs,
-                   const std::vector<ChannelSource>& table) {
+                   const std::vector<ChannelSource>& table, const PixelPlan* table_plan = nullptr) {
   const int64_t c_size = static_cast<int64_t>(table.size());
   // Where each destination's channels start in the table.
   std::vector<int64_t> first_channel{0};
   for (const auto& d : dsts) first_channel.push_back(first_channel.back() + d.view.c);
-  const PixelPlan plan = plan_pixel_gather(srcs, table);
+  // table_plan: plan_for_table(table), when the caller has it. Sources with
+  // strided channels take the table kernel.
+  PixelPlan own_plan;
+  const PixelPlan* plan_ptr = &own_plan;
+  if (unit_channel_stride(srcs)) {
+    if (table_plan != nullptr) {
+      plan_ptr = table_plan;
+    } else {
+      own_plan = plan_for_table(table);
+    }
+  }
+  const PixelPlan& plan = *plan_ptr;
   // A plan runs in one pass over the pixels when every row / run it writes
   // lies inside one destination; otherwise each destination is done alone.
   bool one_pass = plan.kind == PixelPlanKind::kStridedRuns || dsts.size() == 1;
@@ -411,7 +458,8 @@ void gather_planes(const std::vector<GatherTarget<T>>& dsts, const std::vector<G
 // spatial size): channel c of the destinations taken in order gets channel
 // table[c].channel of sources[table[c].operand]. One pass over the data.
 void gather_into(const std::vector<at::Tensor>& dsts, const std::vector<at::Tensor>& sources,
-                 const std::vector<ChannelSource>& table) {
+                 const GatherTable& gather) {
+  const std::vector<ChannelSource>& table = gather.table;
   if (std::all_of(dsts.begin(), dsts.end(), [](const at::Tensor& d) { return d.numel() == 0; })) return;
   std::vector<ChannelView> dst_views;
   for (const auto& d : dsts) dst_views.push_back(as_channel_view(d).second);  // dense: never a copy
@@ -434,7 +482,7 @@ void gather_into(const std::vector<at::Tensor>& dsts, const std::vector<at::Tens
     if (planar) {
       gather_planes<T>(targets, srcs, table);
     } else {
-      gather_pixels<T>(targets, srcs, table);
+      gather_pixels<T>(targets, srcs, table, &gather.plan);
     }
   };
   switch (dsts[0].element_size()) {
@@ -446,14 +494,21 @@ void gather_into(const std::vector<at::Tensor>& dsts, const std::vector<at::Tens
   }
 }
 
+const GatherTable& shuffle_table(int64_t channels, int64_t groups) {
+  return cached_table(TableKind::kShuffle, channels, groups, 0, [&](int64_t c) {
+    return ChannelSource{0, shuffle_source_channel(c, channels, groups)};
+  });
+}
+
 at::Tensor concat_shuffle_cpu(const at::Tensor& a, const at::Tensor& b, int64_t groups) {
   check_concat_shuffle_args(a, b, groups);
   const int64_t channels_a = a.size(1), channels = a.size(1) + b.size(1);
   auto sizes = a.sizes().vec();
   sizes[1] = channels;
   at::Tensor out = empty_in_format(sizes, a, output_memory_format(a));
-  std::vector<ChannelSource> table(channels);
-  for (int64_t c = 0; c < channels; ++c) table[c] = concat_shuffle_source(c, channels_a, channels, groups);
+  const GatherTable& table = cached_table(TableKind::kConcatShuffle, channels, groups, channels_a, [&](int64_t c) {
+    return concat_shuffle_source(c, channels_a, channels, groups);
+  });
   gather_into({out}, {a, b}, table);
   return out;
 }
@@ -471,8 +526,9 @@ std::tuple<at::Tensor, at::Tensor> concat_shuffle_backward_cpu(
   at::Tensor grad_b = empty_in_format(sizes_b, grad_output, fmt);
   // Concatenated channel j (of grad_a, then grad_b) sits at output channel
   // shuffle_dest_channel(j); both are filled in one pass over grad_output.
-  std::vector<ChannelSource> table(channels);
-  for (int64_t j = 0; j < channels; ++j) table[j] = {0, shuffle_dest_channel(j, channels, groups)};
+  const GatherTable& table = cached_table(TableKind::kConcatShuffleBackward, channels, groups, 0, [&](int64_t j) {
+    return ChannelSource{0, shuffle_dest_channel(j, channels, groups)};
+  });
   gather_into({grad_a, grad_b}, {grad_output}, table);
   return {grad_a, grad_b};
 }
@@ -483,8 +539,7 @@ at::Tensor channel_shuffle_cpu(const at::Tensor& input, int64_t groups) {
   check_channel_shuffle_args(input, groups);
   const int64_t channels = input.size(1);
   at::Tensor out = empty_in_format(input.sizes(), input, output_memory_format(input));
-  std::vector<ChannelSource> table(channels);
-  for (int64_t c = 0; c < channels; ++c) table[c] = {0, shuffle_source_channel(c, channels, groups)};
+  const GatherTable& table = shuffle_table(channels, groups);
   gather_into({out}, {input}, table);
   return out;
 }
@@ -493,8 +548,7 @@ void channel_shuffle_rows_into(const at::Tensor& src, at::Tensor& dst, int64_t g
   const int64_t rows = src.size(0), channels = src.size(1);
   // As [1, C, rows, 1] channels-last tensors: one image of `rows` pixels.
   const auto as_image = [&](const at::Tensor& t) { return t.as_strided({1, channels, rows, 1}, {rows * channels, 1, channels, channels}); };
-  std::vector<ChannelSource> table(channels);
-  for (int64_t c = 0; c < channels; ++c) table[c] = {0, shuffle_source_channel(c, channels, groups)};
+  const GatherTable& table = shuffle_table(channels, groups);
   gather_into({as_image(dst)}, {as_image(src)}, table);
 }
 
