@@ -102,6 +102,23 @@ void with_kernel_shape(const Geometry& g, const F& fn) {
   fn(KernelShape<0, 0, 0>{});
 }
 
+// A buffer of `size` values set to `fill`, owned by the calling thread and kept
+// across calls (slot: one buffer per concurrent use within a pass). The planes
+// and partial sums of a pass are allocated once per thread rather than on every
+// call, so their pages are not faulted in again each time. A thread keeps the
+// largest size it has needed.
+template <typename T, int kSlot>
+T* thread_scratch(int64_t size, T fill) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < size) {
+    buffer.clear();
+    buffer.shrink_to_fit();
+    buffer.resize(size);
+  }
+  std::fill(buffer.begin(), buffer.begin() + size, fill);
+  return buffer.data();
+}
+
 template <typename scalar_t, typename acc_t>
 C10_ALWAYS_INLINE void store_row(scalar_t* dst, const acc_t* src, int64_t count, bool relu) {
   for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(relu_if(src[i], relu));
@@ -179,14 +196,14 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nchw_planes(const Pass<scalar_t, acc_t>
   const Geometry& g = p.g;
   const int64_t sw = Shape::sw(g);
   const int64_t pitch = g.w + 2 * g.pw + 2 * kFloatLanes * sw;
-  std::vector<acc_t> padded((g.h + 2 * g.ph) * pitch, acc_t(0));
+  acc_t* const padded = thread_scratch<acc_t, 0>((g.h + 2 * g.ph) * pitch, acc_t(0));
   std::array<const acc_t*, kMaxDepthwiseKernel> rows{};
   std::array<acc_t, kMaxTaps> wk{};
   for (int64_t plane = begin; plane < end; ++plane) {
     const int64_t n = plane / g.c, c = plane % g.c;
     const scalar_t* ip = p.in + n * p.is.n + c * p.is.c;
     for (int64_t ih = 0; ih < g.h; ++ih) {
-      acc_t* dst = padded.data() + (ih + g.ph) * pitch + g.pw;
+      acc_t* dst = padded + (ih + g.ph) * pitch + g.pw;
       const scalar_t* src = ip + ih * p.is.h;
       for (int64_t iw = 0; iw < g.w; ++iw) dst[iw] = static_cast<acc_t>(src[iw]);
     }
@@ -194,7 +211,7 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nchw_planes(const Pass<scalar_t, acc_t>
     const acc_t b = p.bias ? p.bias[c] : acc_t(0);
     for (int64_t oh = 0; oh < g.ho; ++oh) {
       // Padded row oh*sh + kh*dh holds input row oh*sh - ph + kh*dh.
-      for (int64_t kh = 0; kh < Shape::kh(g); ++kh) rows[kh] = padded.data() + (oh * g.sh + kh * g.dh) * pitch;
+      for (int64_t kh = 0; kh < Shape::kh(g); ++kh) rows[kh] = padded + (oh * g.sh + kh * g.dh) * pitch;
       scalar_t* orow = p.out + (plane * g.ho + oh) * g.wo;
       if (g.wo > kFloatLanes) {
         for (int64_t ow0 = 0; ow0 < g.wo; ow0 += 2 * kFloatLanes) {
@@ -410,18 +427,18 @@ template <typename scalar_t, typename acc_t>
 SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_planes(const scalar_t* go /*dense NCHW*/, const acc_t* weight,
                                                         scalar_t* gi /*dense NCHW*/, const Geometry& g,
                                                         const RowTaps& cols, int64_t begin, int64_t end) {
-  std::vector<acc_t> plane_acc(g.h * g.w);
+  acc_t* const plane_acc = thread_scratch<acc_t, 0>(g.h * g.w, acc_t(0));
   for (int64_t plane = begin; plane < end; ++plane) {
     const int64_t c = plane % g.c;
     const scalar_t* gp = go + plane * g.ho * g.wo;
     const acc_t* wp = weight + c * g.taps();
-    std::fill(plane_acc.begin(), plane_acc.end(), acc_t(0));
+    std::fill(plane_acc, plane_acc + g.h * g.w, acc_t(0));
     for (int64_t oh = 0; oh < g.ho; ++oh) {
       const scalar_t* grow = gp + oh * g.wo;
       for (int64_t kh = 0; kh < g.kh; ++kh) {
         const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
         if (ih < 0 || ih >= g.h) continue;
-        acc_t* arow = plane_acc.data() + ih * g.w;
+        acc_t* arow = plane_acc + ih * g.w;
         for (int64_t kw = 0; kw < g.kw; ++kw) {
           const acc_t wv = wp[kh * g.kw + kw];
           acc_t* dst = arow + cols.off[kw];
@@ -429,7 +446,7 @@ SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_planes(const scalar_t* go /*den
         }
       }
     }
-    store_row(gi + plane * g.h * g.w, plane_acc.data(), g.h * g.w, false);
+    store_row(gi + plane * g.h * g.w, plane_acc, g.h * g.w, false);
   }
 }
 
@@ -547,15 +564,15 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
   const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
   const int64_t pitch = g.w + 2 * g.pw + 2 * kFloatLanes * sw;
   const int64_t wo_pad = (g.wo + kFloatLanes - 1) / kFloatLanes * kFloatLanes;
-  std::vector<float> padded((g.h + 2 * g.ph) * pitch, 0.f);
-  std::vector<float> grow(wo_pad, 0.f);  // one grad_output row; the tail stays zero
+  float* const padded = thread_scratch<float, 0>((g.h + 2 * g.ph) * pitch, 0.f);
+  float* const grow = thread_scratch<float, 1>(wo_pad, 0.f);  // one grad_output row; the tail stays zero
   std::vector<double> total(g.taps() + 1);
   for (int64_t c = begin; c < end; ++c) {
     std::fill(total.begin(), total.end(), 0.0);
     for (int64_t n = 0; n < g.n; ++n) {
       const scalar_t* ip = in + n * is.n + c * is.c;
       for (int64_t ih = 0; ih < g.h; ++ih) {
-        float* dst = padded.data() + (ih + g.ph) * pitch + g.pw;
+        float* dst = padded + (ih + g.ph) * pitch + g.pw;
         const scalar_t* src = ip + ih * is.h;
         for (int64_t iw = 0; iw < g.w; ++iw) dst[iw] = static_cast<float>(src[iw]);
       }
@@ -566,11 +583,11 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
       for (int64_t oh = 0; oh < g.ho; ++oh) {
         for (int64_t ow = 0; ow < g.wo; ++ow) grow[ow] = static_cast<float>(gp[oh * g.wo + ow]);
         for (int64_t ow0 = 0; ow0 < wo_pad; ow0 += kFloatLanes) {
-          const FloatVec gv = load_floats(grow.data() + ow0);
+          const FloatVec gv = load_floats(grow + ow0);
           const int64_t lanes = g.wo - ow0;  // < kFloatLanes in the last block only
           acc_bias += gv;
           for (int64_t kh = 0; kh < kh_n; ++kh) {
-            const float* prow = padded.data() + (oh * g.sh + kh * g.dh) * pitch + ow0 * sw;
+            const float* prow = padded + (oh * g.sh + kh * g.dh) * pitch + ow0 * sw;
             for (int64_t kw = 0; kw < kw_n; ++kw) {
               // Lanes past the row end read real input columns: masked out, so an
               // inf there cannot turn 0 * inf into NaN.
@@ -639,11 +656,11 @@ void grad_weight_nhwc(const scalar_t* go /*dense NHWC*/, const scalar_t* in, Str
   const int64_t chunks = std::min(rows, kWeightGradChunks);
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
   const int64_t width = (g.taps() + 1) * g.c;
-  std::vector<acc_t> partial(chunks * width, acc_t(0));
+  acc_t* const partial = thread_scratch<acc_t, 0>(chunks * width, acc_t(0));
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t r_end = std::min(rows, (chunk + 1) * rows_per_chunk);
-      grad_weight_nhwc_rows(go, in, is, partial.data() + chunk * width, g, chunk * rows_per_chunk, r_end);
+      grad_weight_nhwc_rows(go, in, is, partial + chunk * width, g, chunk * rows_per_chunk, r_end);
     }
   });
   for (int64_t t = 0; t <= g.taps(); ++t) {
