@@ -132,10 +132,10 @@ def _runs_tap_major(x: Tensor, backend: Backend) -> bool:
 
     Those take a tap-major weight as is; the Triton kernels copy any strided weight.
     """
-    return (
-        x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
-        and resolve_backend("depthwise_conv2d", backend, x) == "shufflenet"
-    )
+    if x.dim() != 4 or x.shape[1] <= 1 or x.stride(1) != 1:
+        return False
+    # CPU tensors always run the C++ kernels (checked first: this runs on every call).
+    return x.device.type == "cpu" or resolve_backend("depthwise_conv2d", backend, x) == "shufflenet"
 
 
 class _FusedBlock(nn.Module):
