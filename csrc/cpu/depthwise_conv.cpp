@@ -277,13 +277,52 @@ C10_ALWAYS_INLINE void accumulate_pixel(const scalar_t* const* src, const acc_t*
 // few enough that accumulators, 3x3 weights and inputs stay in registers.
 constexpr int64_t pixel_block(int64_t stride) { return stride == 1 ? 6 : 4; }
 
+// Outputs [ow, ow + P) of a channels_last row, channels [c0, c0 + V * kFloatLanes),
+// all inside the row's interior (every tap reads inside the input; rows[kh] is
+// null outside it), for a KH x KW kernel with column stride SW and no column
+// dilation: each input pixel of a kernel row is loaded once and feeds every
+// output of the block that reads it (for 3x3 stride 1, (P + 2) / P loads per
+// output and kernel row instead of 3).
+template <int64_t P, int64_t V, int64_t KH, int64_t KW, int64_t SW, typename scalar_t>
+C10_ALWAYS_INLINE void nhwc_pixel_block(const Pass<scalar_t, float>& p, const RowTaps& cols,
+                                        const scalar_t* const* rows, const FloatVec (*wv)[V], const FloatVec* bv,
+                                        int64_t ow, int64_t c0, scalar_t* orow) {
+  constexpr int64_t kCols = (P - 1) * SW + KW;  // input columns the block reads
+  FloatVec acc[P][V];
+#pragma GCC unroll 8
+  for (int64_t q = 0; q < P; ++q) {
+    for (int64_t v = 0; v < V; ++v) acc[q][v] = bv[v];
+  }
+  const int64_t iw0 = ow * SW + cols.off[0];
+  for (int64_t kh = 0; kh < KH; ++kh) {
+    if (rows[kh] == nullptr) continue;
+    const scalar_t* src = rows[kh] + iw0 * p.is.w + c0;
+#pragma GCC unroll 16
+    for (int64_t j = 0; j < kCols; ++j) {
+      FloatVec x[V];
+      for (int64_t v = 0; v < V; ++v) x[v] = load_floats(src + j * p.is.w + v * kFloatLanes);
+#pragma GCC unroll 8
+      for (int64_t q = 0; q < P; ++q) {
+        const int64_t kw = j - q * SW;  // constant once unrolled
+        if (kw < 0 || kw >= KW) continue;
+        for (int64_t v = 0; v < V; ++v) acc[q][v] += wv[kh * KW + kw][v] * x[v];
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int64_t q = 0; q < P; ++q) {
+    for (int64_t v = 0; v < V; ++v) {
+      store_floats(orow + (ow + q) * p.g.c + c0 + v * kFloatLanes, relu_vec(acc[q][v], p.relu));
+    }
+  }
+}
+
 // Channels [c0, c0 + V * kFloatLanes) of a whole channels_last output row: the
 // block's weights stay in registers while the row's pixels stream through.
 // rows[kh]: the input row read by kernel row kh, or null outside the input.
-// Border pixels check each tap. With the kernel shape known at compile time and
-// no column dilation, interior pixels go pixel_block(stride) at a time: each input pixel
-// of a kernel row is loaded once and feeds every output of the block that reads
-// it (3 loads instead of 9 per output for a 3x3 stride-1 kernel).
+// Border pixels check each tap; with the kernel shape known at compile time and
+// no column dilation, interior pixels go through nhwc_pixel_block,
+// pixel_block(stride) at a time and the rest one by one.
 template <int64_t V, typename Shape, typename scalar_t>
 C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, const RowTaps& cols,
                                               const scalar_t* const* rows, int64_t c0, scalar_t* orow) {
@@ -312,37 +351,12 @@ C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, co
   if constexpr (Shape::kFixed) {
     if (g.dw == 1) {
       constexpr int64_t KH = Shape::kTapBound / Shape::kKW, KW = Shape::kKW, SW = Shape::kSW;
-      constexpr int64_t P = pixel_block(SW), kCols = (P - 1) * SW + KW;  // input columns a block reads
+      constexpr int64_t P = pixel_block(SW);
       for (; ow < cols.interior_lo; ++ow) checked_pixel(ow);
       for (; ow + P <= cols.interior_hi; ow += P) {
-        FloatVec acc[P][V];
-#pragma GCC unroll 8
-        for (int64_t q = 0; q < P; ++q) {
-          for (int64_t v = 0; v < V; ++v) acc[q][v] = bv[v];
-        }
-        const int64_t iw0 = ow * SW + cols.off[0];
-        for (int64_t kh = 0; kh < KH; ++kh) {
-          if (rows[kh] == nullptr) continue;
-          const scalar_t* src = rows[kh] + iw0 * p.is.w + c0;
-#pragma GCC unroll 16
-          for (int64_t j = 0; j < kCols; ++j) {
-            FloatVec x[V];
-            for (int64_t v = 0; v < V; ++v) x[v] = load_floats(src + j * p.is.w + v * kFloatLanes);
-#pragma GCC unroll 8
-            for (int64_t q = 0; q < P; ++q) {
-              const int64_t kw = j - q * SW;  // constant once unrolled
-              if (kw < 0 || kw >= KW) continue;
-              for (int64_t v = 0; v < V; ++v) acc[q][v] += wv[kh * KW + kw][v] * x[v];
-            }
-          }
-        }
-#pragma GCC unroll 8
-        for (int64_t q = 0; q < P; ++q) {
-          for (int64_t v = 0; v < V; ++v) {
-            store_floats(orow + (ow + q) * g.c + c0 + v * kFloatLanes, relu_vec(acc[q][v], p.relu));
-          }
-        }
+        nhwc_pixel_block<P, V, KH, KW, SW>(p, cols, rows, wv, bv, ow, c0, orow);
       }
+      for (; ow < cols.interior_hi; ++ow) nhwc_pixel_block<1, V, KH, KW, SW>(p, cols, rows, wv, bv, ow, c0, orow);
     }
   }
   for (; ow < g.wo; ++ow) checked_pixel(ow);
