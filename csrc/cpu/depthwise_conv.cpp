@@ -10,8 +10,13 @@
 //
 // NCHW: one task per (n, c) plane, each output row computed from up to K input
 //   rows; rows outside the input point at a row of zeros.
-// channels_last: one task per output row; a pixel's channels are accumulated in
-//   register blocks of kChannelBlock over its taps.
+// channels_last: one task per output row; per block of 16 channels (32 for
+//   kernel shapes known only at run time; the last block overlaps the one before
+//   when C is not a multiple of the block), the weights stay in registers while
+//   the row streams through, interior pixels a few at a time so that each
+//   loaded input pixel serves several outputs. The
+//   weights are read as a [taps, C] matrix: a tap-major weight (stride(0) == 1)
+//   is that matrix already and is used without a copy.
 // Backward input with stride 1 is the forward kernel applied to grad_output with
 //   the kernel flipped (a stride-1 transposed convolution is a convolution).
 //   Other strides: NCHW scatters rows into a per-plane accumulator, NHWC gathers
