@@ -13,8 +13,9 @@
 // channels_last: one task per output row; per block of 16 channels (32 for
 //   kernel shapes known only at run time; the last block overlaps the one before
 //   when C is not a multiple of the block), the weights stay in registers while
-//   the row streams through, interior pixels a few at a time so that each
-//   loaded input pixel serves several outputs. The
+//   the row streams through, interior pixels a few at a time (and, for 3x3
+//   with row stride 1 where AVX-512 is there, two output rows at once) so that
+//   each loaded input pixel serves several outputs. The
 //   weights are read as a [taps, C] matrix: a tap-major weight (stride(0) == 1)
 //   is that matrix already and is used without a copy.
 // Backward input with stride 1 is the forward kernel applied to grad_output with
@@ -288,36 +289,50 @@ constexpr int64_t pixel_block(int64_t stride) { return stride == 1 ? 6 : 4; }
 // dilation: each input pixel of a kernel row is loaded once and feeds every
 // output of the block that reads it (for 3x3 stride 1, (P + 2) / P loads per
 // output and kernel row instead of 3).
-template <int64_t P, int64_t V, int64_t KH, int64_t KW, int64_t SW, typename scalar_t>
+// With R = 2, two consecutive output rows (row stride 1) from KH + 1 input rows,
+// each input pixel feeding both.
+template <int64_t R, int64_t P, int64_t V, int64_t KH, int64_t KW, int64_t SW, typename scalar_t>
 C10_ALWAYS_INLINE void nhwc_pixel_block(const Pass<scalar_t, float>& p, const RowTaps& cols,
                                         const scalar_t* const* rows, const FloatVec (*wv)[V], const FloatVec* bv,
-                                        int64_t ow, int64_t c0, scalar_t* orow) {
+                                        int64_t ow, int64_t c0, scalar_t* const* orows) {
   constexpr int64_t kCols = (P - 1) * SW + KW;  // input columns the block reads
-  FloatVec acc[P][V];
+  FloatVec acc[R][P][V];
 #pragma GCC unroll 8
-  for (int64_t q = 0; q < P; ++q) {
-    for (int64_t v = 0; v < V; ++v) acc[q][v] = bv[v];
+  for (int64_t i = 0; i < R; ++i) {
+#pragma GCC unroll 8
+    for (int64_t q = 0; q < P; ++q) {
+      for (int64_t v = 0; v < V; ++v) acc[i][q][v] = bv[v];
+    }
   }
   const int64_t iw0 = ow * SW + cols.off[0];
-  for (int64_t kh = 0; kh < KH; ++kh) {
-    if (rows[kh] == nullptr) continue;
-    const scalar_t* src = rows[kh] + iw0 * p.is.w + c0;
+#pragma GCC unroll 8
+  for (int64_t kr = 0; kr < KH + R - 1; ++kr) {
+    if (rows[kr] == nullptr) continue;
+    const scalar_t* src = rows[kr] + iw0 * p.is.w + c0;
 #pragma GCC unroll 16
     for (int64_t j = 0; j < kCols; ++j) {
       FloatVec x[V];
       for (int64_t v = 0; v < V; ++v) x[v] = load_floats(src + j * p.is.w + v * kFloatLanes);
+#pragma GCC unroll 2
+      for (int64_t i = 0; i < R; ++i) {
+        const int64_t kh = kr - i;  // constant once unrolled
+        if (kh < 0 || kh >= KH) continue;
 #pragma GCC unroll 8
-      for (int64_t q = 0; q < P; ++q) {
-        const int64_t kw = j - q * SW;  // constant once unrolled
-        if (kw < 0 || kw >= KW) continue;
-        for (int64_t v = 0; v < V; ++v) acc[q][v] += wv[kh * KW + kw][v] * x[v];
+        for (int64_t q = 0; q < P; ++q) {
+          const int64_t kw = j - q * SW;
+          if (kw < 0 || kw >= KW) continue;
+          for (int64_t v = 0; v < V; ++v) acc[i][q][v] += wv[kh * KW + kw][v] * x[v];
+        }
       }
     }
   }
+#pragma GCC unroll 2
+  for (int64_t i = 0; i < R; ++i) {
 #pragma GCC unroll 8
-  for (int64_t q = 0; q < P; ++q) {
-    for (int64_t v = 0; v < V; ++v) {
-      store_floats(orow + (ow + q) * p.g.c + c0 + v * kFloatLanes, relu_vec(acc[q][v], p.relu));
+    for (int64_t q = 0; q < P; ++q) {
+      for (int64_t v = 0; v < V; ++v) {
+        store_floats(orows[i] + (ow + q) * p.g.c + c0 + v * kFloatLanes, relu_vec(acc[i][q][v], p.relu));
+      }
     }
   }
 }
@@ -328,9 +343,9 @@ C10_ALWAYS_INLINE void nhwc_pixel_block(const Pass<scalar_t, float>& p, const Ro
 // Border pixels check each tap; with the kernel shape known at compile time and
 // no column dilation, interior pixels go through nhwc_pixel_block,
 // pixel_block(stride) at a time and the rest one by one.
-template <int64_t V, typename Shape, typename scalar_t>
+template <int64_t V, typename Shape, int64_t R = 1, typename scalar_t>
 C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, const RowTaps& cols,
-                                              const scalar_t* const* rows, int64_t c0, scalar_t* orow) {
+                                              const scalar_t* const* rows, int64_t c0, scalar_t* const* orows) {
   const Geometry& g = p.g;
   const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
   FloatVec wv[Shape::kTapBound][V];
@@ -339,32 +354,50 @@ C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, co
     for (int64_t v = 0; v < V; ++v) wv[t][v] = load_floats(p.weight + t * g.c + c0 + v * kFloatLanes);
   }
   for (int64_t v = 0; v < V; ++v) bv[v] = p.bias ? load_floats(p.bias + c0 + v * kFloatLanes) : FloatVec{};
-  const auto checked_pixel = [&](int64_t ow) {
+  // Output row i of the R reads rows[i .. i + kh_n).
+  const auto checked_pixel = [&](int64_t i, int64_t ow) {
     FloatVec acc[V];
     for (int64_t v = 0; v < V; ++v) acc[v] = bv[v];
     for (int64_t kh = 0; kh < kh_n; ++kh) {
-      if (rows[kh] == nullptr) continue;
+      if (rows[i + kh] == nullptr) continue;
       for (int64_t kw = 0; kw < kw_n; ++kw) {
         if (ow < cols.lo[kw] || ow >= cols.hi[kw]) continue;
-        const scalar_t* s = rows[kh] + (ow * sw + cols.off[kw]) * p.is.w + c0;
+        const scalar_t* s = rows[i + kh] + (ow * sw + cols.off[kw]) * p.is.w + c0;
         for (int64_t v = 0; v < V; ++v) acc[v] += wv[kh * kw_n + kw][v] * load_floats(s + v * kFloatLanes);
       }
     }
-    for (int64_t v = 0; v < V; ++v) store_floats(orow + ow * g.c + c0 + v * kFloatLanes, relu_vec(acc[v], p.relu));
+    for (int64_t v = 0; v < V; ++v) {
+      store_floats(orows[i] + ow * g.c + c0 + v * kFloatLanes, relu_vec(acc[v], p.relu));
+    }
+  };
+  const auto checked_pixels = [&](int64_t ow) {
+    for (int64_t i = 0; i < R; ++i) checked_pixel(i, ow);
   };
   int64_t ow = 0;
   if constexpr (Shape::kFixed) {
     if (g.dw == 1) {
       constexpr int64_t KH = Shape::kTapBound / Shape::kKW, KW = Shape::kKW, SW = Shape::kSW;
       constexpr int64_t P = pixel_block(SW);
-      for (; ow < cols.interior_lo; ++ow) checked_pixel(ow);
+      for (; ow < cols.interior_lo; ++ow) checked_pixels(ow);
       for (; ow + P <= cols.interior_hi; ow += P) {
-        nhwc_pixel_block<P, V, KH, KW, SW>(p, cols, rows, wv, bv, ow, c0, orow);
+        nhwc_pixel_block<R, P, V, KH, KW, SW>(p, cols, rows, wv, bv, ow, c0, orows);
       }
-      for (; ow < cols.interior_hi; ++ow) nhwc_pixel_block<1, V, KH, KW, SW>(p, cols, rows, wv, bv, ow, c0, orow);
+      for (; ow < cols.interior_hi; ++ow) nhwc_pixel_block<R, 1, V, KH, KW, SW>(p, cols, rows, wv, bv, ow, c0, orows);
     }
   }
-  for (; ow < g.wo; ++ow) checked_pixel(ow);
+  for (; ow < g.wo; ++ow) checked_pixels(ow);
+}
+
+// Whether the channels_last kernels may compute two output rows at once: their
+// accumulators, weights and inputs fill 22 of AVX-512's 32 vector registers,
+// more than AVX2 has.
+bool has_wide_vector_registers() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const bool wide = __builtin_cpu_supports("avx512f");
+  return wide;
+#else
+  return false;
+#endif
 }
 
 template <typename scalar_t, typename acc_t, typename Shape>
@@ -372,27 +405,47 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nhwc_rows(const Pass<scalar_t, acc_t>& 
                                                    int64_t begin, int64_t end, Shape) {
   const Geometry& g = p.g;
   const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
-  std::array<const scalar_t*, kMaxDepthwiseKernel> rows{};
+  std::array<const scalar_t*, kMaxDepthwiseKernel + 1> rows{};
   std::array<const scalar_t*, kMaxTaps> src{};
   std::array<const acc_t*, kMaxTaps> wsrc{};
+  // Row pairs: a fixed kernel shape, float accumulation, row stride and dilation 1.
+  bool pairs = false;
+  if constexpr (Shape::kFixed && std::is_same_v<acc_t, float>) {
+    pairs = g.sh == 1 && g.dh == 1 && g.c >= kFloatLanes && has_wide_vector_registers();
+  }
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / g.ho, oh = r % g.ho;
+    scalar_t* orow = p.out + r * g.wo * g.c;
+    if constexpr (Shape::kFixed && std::is_same_v<acc_t, float>) {
+      if (pairs && r + 1 < end && oh + 1 < g.ho) {
+        // Output rows oh and oh + 1 read input rows oh - ph .. oh - ph + kh_n.
+        for (int64_t kr = 0; kr <= kh_n; ++kr) {
+          const int64_t ih = conv_input_index(oh, kr, 1, g.ph, 1);
+          rows[kr] = (ih >= 0 && ih < g.h) ? p.in + n * p.is.n + ih * p.is.h : nullptr;
+        }
+        scalar_t* const orows[2] = {orow, orow + g.wo * g.c};
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, g.c, c0,
+                                         nhwc_row_channel_block<1, Shape, 2>(p, cols, rows.data(), c0, orows))
+        ++r;
+        continue;
+      }
+    }
     for (int64_t kh = 0; kh < kh_n; ++kh) {
       const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
       rows[kh] = (ih >= 0 && ih < g.h) ? p.in + n * p.is.n + ih * p.is.h : nullptr;
     }
-    scalar_t* orow = p.out + r * g.wo * g.c;
+    scalar_t* const orows[1] = {orow};
     if constexpr (std::is_same_v<acc_t, float>) {
       // Two vectors per block only for run-time kernel shapes: the fixed shapes'
       // pixel blocks fill the registers with one.
       if (!Shape::kFixed && g.c >= 2 * kFloatLanes) {
         SHUFFLENET_FOR_OVERLAPPED_BLOCKS(2 * kFloatLanes, 0, g.c, c0,
-                                         nhwc_row_channel_block<2, Shape>(p, cols, rows.data(), c0, orow))
+                                         nhwc_row_channel_block<2, Shape>(p, cols, rows.data(), c0, orows))
         continue;
       }
       if (g.c >= kFloatLanes) {
         SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, g.c, c0,
-                                         nhwc_row_channel_block<1, Shape>(p, cols, rows.data(), c0, orow))
+                                         nhwc_row_channel_block<1, Shape>(p, cols, rows.data(), c0, orows))
         continue;
       }
     }
