@@ -36,6 +36,7 @@ __all__ = [
     "fold_conv_bn",
     "from_shuffled_order",
     "shuffled_batch_norm",
+    "tap_major",
     "to_shuffled_order",
 ]
 
@@ -90,6 +91,16 @@ def fold_conv_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tup
     w = (_acc(weight) * scale.view(-1, *([1] * (weight.dim() - 1)))).to(weight.dtype)
     b = shift if bias is None else shift + _acc(bias) * scale
     return w, b.to(weight.dtype)
+
+
+def tap_major(weight: Tensor) -> Tensor:
+    """A depthwise weight ``[C, 1, kH, kW]`` with the same values stored tap-major.
+
+    Strides ``(1, ·, kW*C, C)`` (dim 1 has size 1): the ``[kH*kW, C]`` matrix the channels_last
+    depthwise kernels read, which they then use without a copy (a weight with
+    ``stride(0) == 1`` is taken as is). NCHW kernels prefer the contiguous layout.
+    """
+    return weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
 
 
 def to_shuffled_order(v: Tensor, groups: int) -> Tensor:

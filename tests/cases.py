@@ -10,6 +10,8 @@ STAGE_SIZES = (28, 14, 7)
 V1_STAGE_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088),
                      8: (384, 768, 1536)}
 V2_STAGE_CHANNELS = {0.5: (48, 96, 192), 1.0: (116, 232, 464), 1.5: (176, 352, 704), 2.0: (244, 488, 976)}
+# Branch widths of ShuffleNet V2 x1.0 (half of each stage's channels).
+V2_X1_BRANCH_WIDTHS = tuple(c // 2 for c in V2_STAGE_CHANNELS[1.0])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -335,3 +335,43 @@ def test_accelerated_fused_model_exports() -> None:
         torch.testing.assert_close(exported.module()(x), model(x), **TOL)
     calls = [n for n in exported.graph.nodes if str(n.target) == "shufflenet.v2_unit.default"]
     assert len(calls) == 16
+# Copies an eval forward may make: torchvision's own head makes two (inside mean
+# and addmm); the fused units none (the depthwise weights
+# are cached in the layout the kernels read, biases are used as they are).
+MODEL_COPY_BOUND = 2
+
+
+def _copies_per_forward(model: nn.Module, x: Tensor) -> tuple[int, int]:
+    """(copies in the whole forward, copies inside ``shufflenet::`` ops), from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        model(x)  # fills the folded-weight caches
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(x)
+    total = inside = 0
+    for e in prof.events():
+        if e.name != "aten::copy_":  # every copy (clone, contiguous, to) runs one
+            continue
+        total += 1
+        parent = e.cpu_parent
+        while parent is not None and not parent.name.startswith("shufflenet::"):
+            parent = parent.cpu_parent
+        inside += parent is not None
+    return total, inside
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_accelerated_eval_forward_makes_no_per_call_copies(channels_last: bool) -> None:
+    tv = _torchvision()
+    model = sk.accelerate(tv.models.shufflenet_v2_x1_0().eval(), channels_last=channels_last)
+    # 224x224: at smaller inputs ATen runs the stem conv on its slow path, which copies.
+    x = torch.randn(1, 3, 224, 224)
+    if channels_last:  # the whole network in channels_last, as accelerate() runs it by default
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    total, inside = _copies_per_forward(model, x)
+    assert inside == 0
+    if channels_last:
+        # NCHW adds the copies of ATen's own stem convolution (not a fused op).
+        assert total <= MODEL_COPY_BOUND

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from shufflenet_kernels import reference
-from tests.cases import by_name, concat_cases, depthwise_cases, pointwise_cases, shuffle_cases
-from tests.helpers import ALL_IMPLS, impl_params, make_input, prod, weight_like
+from tests.cases import (
+    V2_X1_BRANCH_WIDTHS,
+    DepthwiseCase,
+    by_name,
+    concat_cases,
+    depthwise_cases,
+    pointwise_cases,
+    shuffle_cases,
+)
+from tests.helpers import ALL_IMPLS, FAST_IMPLS, impl_params, make_input, prod, weight_like
 
 GRAD_LAYOUTS = ["nchw", "channels_last", "slice", "slice_cl"]
 # Gradients sum thousands of products: looser than the forward's 1e-5.
@@ -141,6 +149,19 @@ def test_depthwise_conv2d_grad(impl, case, layout, bias, relu):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_depthwise_conv2d_grad_half(impl, case, layout, dtype):
     _compare(*_depthwise_grads(impl, case, layout, dtype, True, True), HALF_GRAD_TOL[dtype])
+
+
+# ShuffleNet V2 x1.0 branch widths in channels_last (dense and a channel slice),
+# stride 1 (the input gradient runs as a forward pass) and 2, float32 and halves.
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("channels", V2_X1_BRANCH_WIDTHS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("layout", ["channels_last", "slice_cl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_depthwise_conv2d_grad_v2_widths_channels_last(impl, channels, stride, layout, dtype):
+    case = DepthwiseCase(2, channels, 9, 3, stride, 1, 1, f"c{channels}")
+    tol = GRAD_TOL if dtype == torch.float32 else HALF_GRAD_TOL[dtype]
+    _compare(*_depthwise_grads(impl, case, layout, dtype, True, True), tol)
 
 
 # ---- backward ops called directly ---------------------------------------------------

@@ -7,10 +7,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shufflenet_kernels import reference
-from tests.cases import concat_cases, depthwise_cases, pointwise_cases, shuffle_cases
+from shufflenet_kernels import fusion, reference
+from tests.cases import (
+    V2_X1_BRANCH_WIDTHS,
+    DepthwiseCase,
+    concat_cases,
+    depthwise_cases,
+    pointwise_cases,
+    shuffle_cases,
+)
 from tests.helpers import (
     ALL_IMPLS,
+    FAST_IMPLS,
     LAYOUTS,
     assert_layout_kept,
     impl_params,
@@ -50,6 +58,42 @@ def test_channel_shuffle_matches_torch():
     x = torch.randn(2, 12, 5, 5)
     torch.testing.assert_close(torch.ops.shufflenet.channel_shuffle(x, 3),
                                torch.nn.functional.channel_shuffle(x, 3), rtol=0, atol=0)
+
+
+# NCHW planes are copied in 64-byte blocks with an overlapping tail and a scalar
+# loop below one block: every plane size around those bounds, for each element
+# width, dense and as a channel slice.
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("layout", ["nchw", "slice", "channels_last", "slice_cl"])
+def test_channel_shuffle_small_planes(impl, dtype, layout):
+    _skip_unsupported(impl, dtype)
+    for h, w in [(1, 1), (1, 3), (2, 4), (3, 3), (1, 16), (4, 5), (5, 5), (1, 33), (7, 7), (3, 11)]:
+        x = make_input((3, 12, h, w), layout, dtype, impl.device)
+        for groups in (2, 3, 4):
+            out = impl.ops.channel_shuffle(x, groups)
+            torch.testing.assert_close(out, reference.channel_shuffle(x, groups), rtol=0, atol=0)
+            assert_layout_kept(out, x)
+            a, b = x[:, :5], x[:, 5:]  # unequal channel slices
+            out = impl.ops.concat_shuffle(a, b, groups)
+            torch.testing.assert_close(out, reference.concat_shuffle(a, b, groups), rtol=0, atol=0)
+
+
+# The late ShuffleNet V2 stages shuffle many small planes (464 x 7x7, 232 x 14x14):
+# batch 1 and 8, both layouts, and the V2 channel split feeding concat_shuffle.
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("batch", [0, 1, 8])
+@pytest.mark.parametrize("channels,hw", [(232, 14), (464, 7), (976, 1)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_shuffle_v2_late_stages(impl, batch, channels, hw, layout):
+    x = make_input((batch, channels, hw, hw), layout, torch.float32, impl.device)
+    out = impl.ops.channel_shuffle(x, 2)
+    torch.testing.assert_close(out, reference.channel_shuffle(x, 2), rtol=0, atol=0)
+    assert_layout_kept(out, x)
+    a, b = x.chunk(2, 1)
+    out = impl.ops.concat_shuffle(a, b, 2)
+    torch.testing.assert_close(out, reference.concat_shuffle(a, b, 2), rtol=0, atol=0)
+    assert_layout_kept(out, x)
 
 
 def _divisors(n: int) -> list[int]:
@@ -321,3 +365,72 @@ def test_depthwise_rectangular_kernel_and_asymmetric_args():
         out = torch.ops.shufflenet.depthwise_conv2d(xi, w, b, [2, 1], [1, 2], [1, 2], False)
         ref = reference.depthwise_conv2d(xi, w, b, (2, 1), (1, 2), (1, 2), False)
         torch.testing.assert_close(out, ref, **tolerances(torch.float32))
+
+
+# ShuffleNet V2 x1.0 branch widths (58, 116, 232; not multiples of the vector
+# width) and 60, channels_last: channel tails and blocks of output pixels (widths
+# 9, 13 and 30 end in partial blocks; 1 has no interior), every dtype, stride 1 and 2.
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("channels", V2_X1_BRANCH_WIDTHS + (60,))
+@pytest.mark.parametrize("hw", [1, 9, 13, 30])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("layout", ["channels_last", "slice_cl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_depthwise_conv2d_v2_widths_channels_last(impl, channels, hw, stride, layout, dtype):
+    case = DepthwiseCase(2, channels, hw, 3, stride, 1, 1, f"c{channels}")
+    _check_depthwise(impl, case, layout, dtype, bias=True, relu=True)
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("channels", V2_X1_BRANCH_WIDTHS)
+def test_depthwise_conv2d_v2_widths_empty_batch(impl, channels):
+    case = DepthwiseCase(0, channels, 14, 3, 1, 1, 1, f"c{channels}")
+    _check_depthwise(impl, case, "channels_last", torch.float32, bias=True, relu=False)
+
+
+# A tap-major weight (stride(0) == 1, the layout the nn units cache for
+# channels_last models) gives exactly the result of the same values stored
+# contiguously, in every layout, forward and backward.
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "slice_cl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 1)])
+def test_depthwise_conv2d_tap_major_weight(impl, layout, dtype, kernel, stride):
+    x = make_input((2, 58, 13, 13), layout, dtype, impl.device)
+    w = weight_like((58, 1, kernel, kernel), dtype, impl.device, kernel * kernel)
+    b = torch.randn(58, dtype=dtype, device=impl.device)
+    wt = fusion.tap_major(w)
+    # stride(1) belongs to a size-1 dim and says nothing
+    assert (wt.stride(0), wt.stride(2), wt.stride(3)) == (1, kernel * 58, 58) and torch.equal(wt, w)
+    conv = ([stride] * 2, [kernel // 2] * 2, [1, 1])
+    out = impl.ops.depthwise_conv2d(x, w, b, *conv, True)
+    torch.testing.assert_close(impl.ops.depthwise_conv2d(x, wt, b, *conv, True), out, rtol=0, atol=0)
+    g = torch.randn_like(out)
+    mask = [True, True, True]
+    want = impl.ops.depthwise_conv2d_backward(g, x, w, out, *conv, mask)
+    got = impl.ops.depthwise_conv2d_backward(g, x, wt, out, *conv, mask)
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def _copies(fn) -> int:
+    """Copies (``aten::copy_``, which every clone, contiguous and to runs) made by one call of ``fn``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name == "aten::copy_")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_depthwise_conv2d_channels_last_tap_major_weight_is_not_copied(bias):
+    x = make_input((1, 58, 14, 14), "channels_last", torch.float32)
+    w = weight_like((58, 1, 3, 3), torch.float32, "cpu", 9)
+    b = torch.randn(58) if bias else None
+    conv = ([1, 1], [1, 1], [1, 1])
+    op = torch.ops.shufflenet.depthwise_conv2d
+    wt = fusion.tap_major(w)
+    assert _copies(lambda: op(x, wt, b, *conv, False)) == 0
+    x_nchw = x.contiguous()
+    assert _copies(lambda: op(x_nchw, w, b, *conv, False)) == 0  # NCHW reads a contiguous weight as is
+    assert _copies(lambda: op(x, w, b, *conv, False)) >= 1  # the check can fail: a contiguous weight is transposed

@@ -4,11 +4,14 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common/checks.h"
@@ -77,16 +80,50 @@ PixelPlan plan_strided_runs(const std::vector<ChannelSource>& table) {
 // Steps up to this many elements stay in the vectorised kernels.
 constexpr int64_t kMaxPlanStep = 16;
 
-template <typename T>
-PixelPlan plan_pixel_gather(const std::vector<GatherSource<T>>& srcs, const std::vector<ChannelSource>& table) {
-  for (const auto& src : srcs) {
-    if (src.view.stride_c != 1) return {};
-  }
+// The plan of `table` for sources whose channels are contiguous in a pixel.
+PixelPlan plan_for_table(const std::vector<ChannelSource>& table) {
   PixelPlan runs = plan_strided_runs(table);
   if (runs.kind != PixelPlanKind::kTable && runs.ways <= kMaxPlanStep) return runs;
   PixelPlan rows = plan_interleave(table);
   if (rows.kind != PixelPlanKind::kTable && rows.ways <= kMaxPlanStep) return rows;
   return runs.kind != PixelPlanKind::kTable ? runs : rows;
+}
+
+template <typename T>
+bool unit_channel_stride(const std::vector<GatherSource<T>>& srcs) {
+  return std::all_of(srcs.begin(), srcs.end(), [](const GatherSource<T>& s) { return s.view.stride_c == 1; });
+}
+
+// A channel table with its pixel plan (for sources of unit channel stride).
+struct GatherTable {
+  std::vector<ChannelSource> table;
+  PixelPlan plan;
+};
+
+// The table of output channel -> source for (kind, channels, groups, channels_a),
+// built by source(c) for each c, remembered per thread for the last few shapes:
+// building one costs integer divisions per channel (and planning a pass over
+// it), as much as the copy itself for the small tensors of batch-1 inference.
+enum class TableKind { kShuffle, kConcatShuffle, kConcatShuffleBackward };
+
+template <typename F>
+const GatherTable& cached_table(TableKind kind, int64_t channels, int64_t groups, int64_t channels_a, const F& source) {
+  using Key = std::array<int64_t, 4>;
+  constexpr size_t kEntries = 16;
+  thread_local std::array<std::pair<Key, std::unique_ptr<GatherTable>>, kEntries> cache;
+  thread_local size_t next = 0;
+  const Key key{static_cast<int64_t>(kind), channels, groups, channels_a};
+  for (const auto& entry : cache) {
+    if (entry.second && entry.first == key) return *entry.second;
+  }
+  auto value = std::make_unique<GatherTable>();
+  value->table.resize(channels);
+  for (int64_t c = 0; c < channels; ++c) value->table[c] = source(c);
+  value->plan = plan_for_table(value->table);
+  auto& slot = cache[next];
+  next = (next + 1) % kEntries;
+  slot = {key, std::move(value)};
+  return *slot.second;
 }
 
 // Unsigned integer of twice T's width, and a pointer target that may alias
@@ -236,12 +273,23 @@ struct GatherTarget {
 // dsts[0], dsts[1], ... in order are the C entries of `table`.
 template <typename T>
 void gather_pixels(const std::vector<GatherTarget<T>>& dsts, const std::vector<GatherSource<T>>& srcs,
-                   const std::vector<ChannelSource>& table) {
+                   const std::vector<ChannelSource>& table, const PixelPlan* table_plan = nullptr) {
   const int64_t c_size = static_cast<int64_t>(table.size());
   // Where each destination's channels start in the table.
   std::vector<int64_t> first_channel{0};
   for (const auto& d : dsts) first_channel.push_back(first_channel.back() + d.view.c);
-  const PixelPlan plan = plan_pixel_gather(srcs, table);
+  // table_plan: plan_for_table(table), when the caller has it. Sources with
+  // strided channels take the table kernel.
+  PixelPlan own_plan;
+  const PixelPlan* plan_ptr = &own_plan;
+  if (unit_channel_stride(srcs)) {
+    if (table_plan != nullptr) {
+      plan_ptr = table_plan;
+    } else {
+      own_plan = plan_for_table(table);
+    }
+  }
+  const PixelPlan& plan = *plan_ptr;
   // A plan runs in one pass over the pixels when every row / run it writes
   // lies inside one destination; otherwise each destination is done alone.
   bool one_pass = plan.kind == PixelPlanKind::kStridedRuns || dsts.size() == 1;
@@ -317,33 +365,91 @@ void gather_pixels(const std::vector<GatherTarget<T>>& dsts, const std::vector<G
   });
 }
 
+// Copies n values: 64-byte block moves of a constant size (inlined vector loads
+// and stores, the last block overlapping the one before) rather than a library
+// call per plane, which dominates for the small planes of the late stages.
+template <typename T>
+C10_ALWAYS_INLINE void copy_values(T* __restrict__ d, const T* __restrict__ s, int64_t n) {
+  constexpr int64_t kBlock = 64 / sizeof(T);
+  if (n >= kBlock) {
+    int64_t i = 0;
+    for (; i + kBlock <= n; i += kBlock) std::memcpy(d + i, s + i, 64);
+    if (i < n) std::memcpy(d + n - kBlock, s + n - kBlock, 64);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+}
+
+// Planes [begin, end) of the flattened (n, c) range: plane (n, c) copies
+// src[c] + n * src_stride_n[c] (stride_s apart) to dst[c] + n * dst_stride_n[c].
+template <typename T>
+struct PlaneCopies {
+  const T* const* src;
+  const int64_t* src_stride_n;
+  T* const* dst;
+  const int64_t* dst_stride_n;
+  int64_t c_size, s_size, stride_s;
+};
+
+template <typename T>
+SHUFFLENET_CPU_MULTIVERSION void copy_planes(const PlaneCopies<T>& job, int64_t begin, int64_t end) {
+  int64_t n = begin / job.c_size, c = begin % job.c_size;  // one division per task, not per plane
+  for (int64_t i = begin; i < end; ++i) {
+    const T* sp = job.src[c] + n * job.src_stride_n[c];
+    T* dp = job.dst[c] + n * job.dst_stride_n[c];
+    if (job.stride_s == 1) {
+      copy_values(dp, sp, job.s_size);
+    } else {
+      for (int64_t s = 0; s < job.s_size; ++s) dp[s] = sp[s * job.stride_s];
+    }
+    if (++c == job.c_size) {
+      c = 0;
+      ++n;
+    }
+  }
+}
+
 // Planar destinations: each output channel plane is one contiguous run copied
-// from one source plane (a memcpy when the source plane is contiguous too).
+// from one source plane. Tasks cover many planes (kGatherGrain elements), so
+// small planes cost their copy and little else.
 template <typename T>
 void gather_planes(const std::vector<GatherTarget<T>>& dsts, const std::vector<GatherSource<T>>& srcs,
                    const std::vector<ChannelSource>& table) {
   const int64_t c_size = static_cast<int64_t>(table.size());
-  std::vector<int64_t> target, target_channel;
-  for (size_t k = 0; k < dsts.size(); ++k) {
-    for (int64_t c = 0; c < dsts[k].view.c; ++c) {
-      target.push_back(static_cast<int64_t>(k));
-      target_channel.push_back(c);
+  c10::SmallVector<const T*, 512> src(c_size);
+  c10::SmallVector<T*, 512> dst(c_size);
+  c10::SmallVector<int64_t, 512> src_stride_n(c_size), dst_stride_n(c_size);
+  // Sources that are read with another spatial stride than the first one's are
+  // rare (exotic strides are copied to a dense layout before this point): one
+  // stride for all, else the strided loop with each source's own.
+  bool same_stride = true;
+  int64_t c = 0;
+  for (const auto& d : dsts) {
+    for (int64_t k = 0; k < d.view.c; ++k, ++c) {
+      const auto& source = srcs[table[c].operand];
+      src[c] = source.data + table[c].channel * source.view.stride_c;
+      src_stride_n[c] = source.view.stride_n;
+      dst[c] = d.data + k * d.view.stride_c;
+      dst_stride_n[c] = d.view.stride_n;
+      same_stride = same_stride && source.view.stride_s == srcs[table[0].operand].view.stride_s;
     }
   }
   const int64_t s_size = dsts[0].view.s;
   const int64_t grain = std::max<int64_t>(1, kGatherGrain / std::max<int64_t>(s_size, 1));
+  if (same_stride) {
+    const PlaneCopies<T> job{src.data(), src_stride_n.data(), dst.data(), dst_stride_n.data(), c_size, s_size,
+                             srcs[table[0].operand].view.stride_s};
+    at::parallel_for(0, dsts[0].view.n * c_size, grain,
+                     [&](int64_t begin, int64_t end) { copy_planes(job, begin, end); });
+    return;
+  }
   at::parallel_for(0, dsts[0].view.n * c_size, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / c_size, c = i % c_size;
-      const auto& src = srcs[table[c].operand];
-      const auto& dst = dsts[target[c]];
-      const T* sp = src.data + n * src.view.stride_n + table[c].channel * src.view.stride_c;
-      T* dp = dst.data + n * dst.view.stride_n + target_channel[c] * dst.view.stride_c;
-      if (src.view.stride_s == 1) {
-        std::memcpy(dp, sp, s_size * sizeof(T));
-      } else {
-        for (int64_t s = 0; s < s_size; ++s) dp[s] = sp[s * src.view.stride_s];
-      }
+      const int64_t n = i / c_size, ch = i % c_size;
+      const int64_t stride_s = srcs[table[ch].operand].view.stride_s;
+      const T* sp = src[ch] + n * src_stride_n[ch];
+      T* dp = dst[ch] + n * dst_stride_n[ch];
+      for (int64_t s = 0; s < s_size; ++s) dp[s] = sp[s * stride_s];
     }
   });
 }
@@ -352,7 +458,8 @@ void gather_planes(const std::vector<GatherTarget<T>>& dsts, const std::vector<G
 // spatial size): channel c of the destinations taken in order gets channel
 // table[c].channel of sources[table[c].operand]. One pass over the data.
 void gather_into(const std::vector<at::Tensor>& dsts, const std::vector<at::Tensor>& sources,
-                 const std::vector<ChannelSource>& table) {
+                 const GatherTable& gather) {
+  const std::vector<ChannelSource>& table = gather.table;
   if (std::all_of(dsts.begin(), dsts.end(), [](const at::Tensor& d) { return d.numel() == 0; })) return;
   std::vector<ChannelView> dst_views;
   for (const auto& d : dsts) dst_views.push_back(as_channel_view(d).second);  // dense: never a copy
@@ -375,7 +482,7 @@ void gather_into(const std::vector<at::Tensor>& dsts, const std::vector<at::Tens
     if (planar) {
       gather_planes<T>(targets, srcs, table);
     } else {
-      gather_pixels<T>(targets, srcs, table);
+      gather_pixels<T>(targets, srcs, table, &gather.plan);
     }
   };
   switch (dsts[0].element_size()) {
@@ -387,14 +494,21 @@ void gather_into(const std::vector<at::Tensor>& dsts, const std::vector<at::Tens
   }
 }
 
+const GatherTable& shuffle_table(int64_t channels, int64_t groups) {
+  return cached_table(TableKind::kShuffle, channels, groups, 0, [&](int64_t c) {
+    return ChannelSource{0, shuffle_source_channel(c, channels, groups)};
+  });
+}
+
 at::Tensor concat_shuffle_cpu(const at::Tensor& a, const at::Tensor& b, int64_t groups) {
   check_concat_shuffle_args(a, b, groups);
   const int64_t channels_a = a.size(1), channels = a.size(1) + b.size(1);
   auto sizes = a.sizes().vec();
   sizes[1] = channels;
   at::Tensor out = empty_in_format(sizes, a, output_memory_format(a));
-  std::vector<ChannelSource> table(channels);
-  for (int64_t c = 0; c < channels; ++c) table[c] = concat_shuffle_source(c, channels_a, channels, groups);
+  const GatherTable& table = cached_table(TableKind::kConcatShuffle, channels, groups, channels_a, [&](int64_t c) {
+    return concat_shuffle_source(c, channels_a, channels, groups);
+  });
   gather_into({out}, {a, b}, table);
   return out;
 }
@@ -412,8 +526,9 @@ std::tuple<at::Tensor, at::Tensor> concat_shuffle_backward_cpu(
   at::Tensor grad_b = empty_in_format(sizes_b, grad_output, fmt);
   // Concatenated channel j (of grad_a, then grad_b) sits at output channel
   // shuffle_dest_channel(j); both are filled in one pass over grad_output.
-  std::vector<ChannelSource> table(channels);
-  for (int64_t j = 0; j < channels; ++j) table[j] = {0, shuffle_dest_channel(j, channels, groups)};
+  const GatherTable& table = cached_table(TableKind::kConcatShuffleBackward, channels, groups, 0, [&](int64_t j) {
+    return ChannelSource{0, shuffle_dest_channel(j, channels, groups)};
+  });
   gather_into({grad_a, grad_b}, {grad_output}, table);
   return {grad_a, grad_b};
 }
@@ -424,8 +539,7 @@ at::Tensor channel_shuffle_cpu(const at::Tensor& input, int64_t groups) {
   check_channel_shuffle_args(input, groups);
   const int64_t channels = input.size(1);
   at::Tensor out = empty_in_format(input.sizes(), input, output_memory_format(input));
-  std::vector<ChannelSource> table(channels);
-  for (int64_t c = 0; c < channels; ++c) table[c] = {0, shuffle_source_channel(c, channels, groups)};
+  const GatherTable& table = shuffle_table(channels, groups);
   gather_into({out}, {input}, table);
   return out;
 }
@@ -434,8 +548,7 @@ void channel_shuffle_rows_into(const at::Tensor& src, at::Tensor& dst, int64_t g
   const int64_t rows = src.size(0), channels = src.size(1);
   // As [1, C, rows, 1] channels-last tensors: one image of `rows` pixels.
   const auto as_image = [&](const at::Tensor& t) { return t.as_strided({1, channels, rows, 1}, {rows * channels, 1, channels, channels}); };
-  std::vector<ChannelSource> table(channels);
-  for (int64_t c = 0; c < channels; ++c) table[c] = {0, shuffle_source_channel(c, channels, groups)};
+  const GatherTable& table = shuffle_table(channels, groups);
   gather_into({as_image(dst)}, {as_image(src)}, table);
 }
 

@@ -10,8 +10,14 @@
 //
 // NCHW: one task per (n, c) plane, each output row computed from up to K input
 //   rows; rows outside the input point at a row of zeros.
-// channels_last: one task per output row; a pixel's channels are accumulated in
-//   register blocks of kChannelBlock over its taps.
+// channels_last: one task per output row; per block of 16 channels (32 for
+//   kernel shapes known only at run time; the last block overlaps the one before
+//   when C is not a multiple of the block), the weights stay in registers while
+//   the row streams through, interior pixels a few at a time (and, for 3x3
+//   with row stride 1 where AVX-512 is there, two output rows at once) so that
+//   each loaded input pixel serves several outputs. The
+//   weights are read as a [taps, C] matrix: a tap-major weight (stride(0) == 1)
+//   is that matrix already and is used without a copy.
 // Backward input with stride 1 is the forward kernel applied to grad_output with
 //   the kernel flipped (a stride-1 transposed convolution is a convolution).
 //   Other strides: NCHW scatters rows into a per-plane accumulator, NHWC gathers
@@ -89,6 +95,9 @@ struct KernelShape {
   static int64_t sw(const Geometry& g) { return SW ? SW : g.sw; }
   // Upper bound of kh * kw, for register arrays sized at compile time.
   static constexpr int64_t kTapBound = KH && KW ? KH * KW : kMaxTaps;
+  // Whether every extent is a constant (then kKW and kSW are the column ones).
+  static constexpr bool kFixed = KH && KW && SW;
+  static constexpr int64_t kKW = KW, kSW = SW;
 };
 
 // Calls fn(KernelShape<...>{}) with the specialisation matching `g`.
@@ -97,6 +106,23 @@ void with_kernel_shape(const Geometry& g, const F& fn) {
   if (g.kh == 3 && g.kw == 3 && g.sw == 1) return fn(KernelShape<3, 3, 1>{});
   if (g.kh == 3 && g.kw == 3 && g.sw == 2) return fn(KernelShape<3, 3, 2>{});
   fn(KernelShape<0, 0, 0>{});
+}
+
+// A buffer of `size` values set to `fill`, owned by the calling thread and kept
+// across calls (slot: one buffer per concurrent use within a pass). The planes
+// and partial sums of a pass are allocated once per thread rather than on every
+// call, so their pages are not faulted in again each time. A thread keeps the
+// largest size it has needed.
+template <typename T, int kSlot>
+T* thread_scratch(int64_t size, T fill) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < size) {
+    buffer.clear();
+    buffer.shrink_to_fit();
+    buffer.resize(size);
+  }
+  std::fill(buffer.begin(), buffer.begin() + size, fill);
+  return buffer.data();
 }
 
 template <typename scalar_t, typename acc_t>
@@ -176,14 +202,14 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nchw_planes(const Pass<scalar_t, acc_t>
   const Geometry& g = p.g;
   const int64_t sw = Shape::sw(g);
   const int64_t pitch = g.w + 2 * g.pw + 2 * kFloatLanes * sw;
-  std::vector<acc_t> padded((g.h + 2 * g.ph) * pitch, acc_t(0));
+  acc_t* const padded = thread_scratch<acc_t, 0>((g.h + 2 * g.ph) * pitch, acc_t(0));
   std::array<const acc_t*, kMaxDepthwiseKernel> rows{};
   std::array<acc_t, kMaxTaps> wk{};
   for (int64_t plane = begin; plane < end; ++plane) {
     const int64_t n = plane / g.c, c = plane % g.c;
     const scalar_t* ip = p.in + n * p.is.n + c * p.is.c;
     for (int64_t ih = 0; ih < g.h; ++ih) {
-      acc_t* dst = padded.data() + (ih + g.ph) * pitch + g.pw;
+      acc_t* dst = padded + (ih + g.ph) * pitch + g.pw;
       const scalar_t* src = ip + ih * p.is.h;
       for (int64_t iw = 0; iw < g.w; ++iw) dst[iw] = static_cast<acc_t>(src[iw]);
     }
@@ -191,7 +217,7 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nchw_planes(const Pass<scalar_t, acc_t>
     const acc_t b = p.bias ? p.bias[c] : acc_t(0);
     for (int64_t oh = 0; oh < g.ho; ++oh) {
       // Padded row oh*sh + kh*dh holds input row oh*sh - ph + kh*dh.
-      for (int64_t kh = 0; kh < Shape::kh(g); ++kh) rows[kh] = padded.data() + (oh * g.sh + kh * g.dh) * pitch;
+      for (int64_t kh = 0; kh < Shape::kh(g); ++kh) rows[kh] = padded + (oh * g.sh + kh * g.dh) * pitch;
       scalar_t* orow = p.out + (plane * g.ho + oh) * g.wo;
       if (g.wo > kFloatLanes) {
         for (int64_t ow0 = 0; ow0 < g.wo; ow0 += 2 * kFloatLanes) {
@@ -252,12 +278,74 @@ C10_ALWAYS_INLINE void accumulate_pixel(const scalar_t* const* src, const acc_t*
   }
 }
 
+// Output pixels computed together by the unchecked interior loop below, per
+// column stride: enough to reuse each loaded input pixel across several outputs,
+// few enough that accumulators, 3x3 weights and inputs stay in registers.
+constexpr int64_t pixel_block(int64_t stride) { return stride == 1 ? 6 : 4; }
+
+// Outputs [ow, ow + P) of a channels_last row, channels [c0, c0 + V * kFloatLanes),
+// all inside the row's interior (every tap reads inside the input; rows[kh] is
+// null outside it), for a KH x KW kernel with column stride SW and no column
+// dilation: each input pixel of a kernel row is loaded once and feeds every
+// output of the block that reads it (for 3x3 stride 1, (P + 2) / P loads per
+// output and kernel row instead of 3).
+// With R = 2, two consecutive output rows (row stride 1) from KH + 1 input rows,
+// each input pixel feeding both.
+template <int64_t R, int64_t P, int64_t V, int64_t KH, int64_t KW, int64_t SW, typename scalar_t>
+C10_ALWAYS_INLINE void nhwc_pixel_block(const Pass<scalar_t, float>& p, const RowTaps& cols,
+                                        const scalar_t* const* rows, const FloatVec (*wv)[V], const FloatVec* bv,
+                                        int64_t ow, int64_t c0, scalar_t* const* orows) {
+  constexpr int64_t kCols = (P - 1) * SW + KW;  // input columns the block reads
+  FloatVec acc[R][P][V];
+#pragma GCC unroll 8
+  for (int64_t i = 0; i < R; ++i) {
+#pragma GCC unroll 8
+    for (int64_t q = 0; q < P; ++q) {
+      for (int64_t v = 0; v < V; ++v) acc[i][q][v] = bv[v];
+    }
+  }
+  const int64_t iw0 = ow * SW + cols.off[0];
+#pragma GCC unroll 8
+  for (int64_t kr = 0; kr < KH + R - 1; ++kr) {
+    if (rows[kr] == nullptr) continue;
+    const scalar_t* src = rows[kr] + iw0 * p.is.w + c0;
+#pragma GCC unroll 16
+    for (int64_t j = 0; j < kCols; ++j) {
+      FloatVec x[V];
+      for (int64_t v = 0; v < V; ++v) x[v] = load_floats(src + j * p.is.w + v * kFloatLanes);
+#pragma GCC unroll 2
+      for (int64_t i = 0; i < R; ++i) {
+        const int64_t kh = kr - i;  // constant once unrolled
+        if (kh < 0 || kh >= KH) continue;
+#pragma GCC unroll 8
+        for (int64_t q = 0; q < P; ++q) {
+          const int64_t kw = j - q * SW;
+          if (kw < 0 || kw >= KW) continue;
+          for (int64_t v = 0; v < V; ++v) acc[i][q][v] += wv[kh * KW + kw][v] * x[v];
+        }
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int64_t i = 0; i < R; ++i) {
+#pragma GCC unroll 8
+    for (int64_t q = 0; q < P; ++q) {
+      for (int64_t v = 0; v < V; ++v) {
+        store_floats(orows[i] + (ow + q) * p.g.c + c0 + v * kFloatLanes, relu_vec(acc[i][q][v], p.relu));
+      }
+    }
+  }
+}
+
 // Channels [c0, c0 + V * kFloatLanes) of a whole channels_last output row: the
 // block's weights stay in registers while the row's pixels stream through.
 // rows[kh]: the input row read by kernel row kh, or null outside the input.
-template <int64_t V, typename Shape, typename scalar_t>
+// Border pixels check each tap; with the kernel shape known at compile time and
+// no column dilation, interior pixels go through nhwc_pixel_block,
+// pixel_block(stride) at a time and the rest one by one.
+template <int64_t V, typename Shape, int64_t R = 1, typename scalar_t>
 C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, const RowTaps& cols,
-                                              const scalar_t* const* rows, int64_t c0, scalar_t* orow) {
+                                              const scalar_t* const* rows, int64_t c0, scalar_t* const* orows) {
   const Geometry& g = p.g;
   const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
   FloatVec wv[Shape::kTapBound][V];
@@ -266,19 +354,50 @@ C10_ALWAYS_INLINE void nhwc_row_channel_block(const Pass<scalar_t, float>& p, co
     for (int64_t v = 0; v < V; ++v) wv[t][v] = load_floats(p.weight + t * g.c + c0 + v * kFloatLanes);
   }
   for (int64_t v = 0; v < V; ++v) bv[v] = p.bias ? load_floats(p.bias + c0 + v * kFloatLanes) : FloatVec{};
-  for (int64_t ow = 0; ow < g.wo; ++ow) {
+  // Output row i of the R reads rows[i .. i + kh_n).
+  const auto checked_pixel = [&](int64_t i, int64_t ow) {
     FloatVec acc[V];
     for (int64_t v = 0; v < V; ++v) acc[v] = bv[v];
     for (int64_t kh = 0; kh < kh_n; ++kh) {
-      if (rows[kh] == nullptr) continue;
+      if (rows[i + kh] == nullptr) continue;
       for (int64_t kw = 0; kw < kw_n; ++kw) {
         if (ow < cols.lo[kw] || ow >= cols.hi[kw]) continue;
-        const scalar_t* s = rows[kh] + (ow * sw + cols.off[kw]) * p.is.w + c0;
+        const scalar_t* s = rows[i + kh] + (ow * sw + cols.off[kw]) * p.is.w + c0;
         for (int64_t v = 0; v < V; ++v) acc[v] += wv[kh * kw_n + kw][v] * load_floats(s + v * kFloatLanes);
       }
     }
-    for (int64_t v = 0; v < V; ++v) store_floats(orow + ow * g.c + c0 + v * kFloatLanes, relu_vec(acc[v], p.relu));
+    for (int64_t v = 0; v < V; ++v) {
+      store_floats(orows[i] + ow * g.c + c0 + v * kFloatLanes, relu_vec(acc[v], p.relu));
+    }
+  };
+  const auto checked_pixels = [&](int64_t ow) {
+    for (int64_t i = 0; i < R; ++i) checked_pixel(i, ow);
+  };
+  int64_t ow = 0;
+  if constexpr (Shape::kFixed) {
+    if (g.dw == 1) {
+      constexpr int64_t KH = Shape::kTapBound / Shape::kKW, KW = Shape::kKW, SW = Shape::kSW;
+      constexpr int64_t P = pixel_block(SW);
+      for (; ow < cols.interior_lo; ++ow) checked_pixels(ow);
+      for (; ow + P <= cols.interior_hi; ow += P) {
+        nhwc_pixel_block<R, P, V, KH, KW, SW>(p, cols, rows, wv, bv, ow, c0, orows);
+      }
+      for (; ow < cols.interior_hi; ++ow) nhwc_pixel_block<R, 1, V, KH, KW, SW>(p, cols, rows, wv, bv, ow, c0, orows);
+    }
   }
+  for (; ow < g.wo; ++ow) checked_pixels(ow);
+}
+
+// Whether the channels_last kernels may compute two output rows at once: their
+// accumulators, weights and inputs fill 22 of AVX-512's 32 vector registers,
+// more than AVX2 has.
+bool has_wide_vector_registers() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const bool wide = __builtin_cpu_supports("avx512f");
+  return wide;
+#else
+  return false;
+#endif
 }
 
 template <typename scalar_t, typename acc_t, typename Shape>
@@ -286,25 +405,47 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nhwc_rows(const Pass<scalar_t, acc_t>& 
                                                    int64_t begin, int64_t end, Shape) {
   const Geometry& g = p.g;
   const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
-  std::array<const scalar_t*, kMaxDepthwiseKernel> rows{};
+  std::array<const scalar_t*, kMaxDepthwiseKernel + 1> rows{};
   std::array<const scalar_t*, kMaxTaps> src{};
   std::array<const acc_t*, kMaxTaps> wsrc{};
+  // Row pairs: a fixed kernel shape, float accumulation, row stride and dilation 1.
+  bool pairs = false;
+  if constexpr (Shape::kFixed && std::is_same_v<acc_t, float>) {
+    pairs = g.sh == 1 && g.dh == 1 && g.c >= kFloatLanes && has_wide_vector_registers();
+  }
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / g.ho, oh = r % g.ho;
+    scalar_t* orow = p.out + r * g.wo * g.c;
+    if constexpr (Shape::kFixed && std::is_same_v<acc_t, float>) {
+      if (pairs && r + 1 < end && oh + 1 < g.ho) {
+        // Output rows oh and oh + 1 read input rows oh - ph .. oh - ph + kh_n.
+        for (int64_t kr = 0; kr <= kh_n; ++kr) {
+          const int64_t ih = conv_input_index(oh, kr, 1, g.ph, 1);
+          rows[kr] = (ih >= 0 && ih < g.h) ? p.in + n * p.is.n + ih * p.is.h : nullptr;
+        }
+        scalar_t* const orows[2] = {orow, orow + g.wo * g.c};
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, g.c, c0,
+                                         nhwc_row_channel_block<1, Shape, 2>(p, cols, rows.data(), c0, orows))
+        ++r;
+        continue;
+      }
+    }
     for (int64_t kh = 0; kh < kh_n; ++kh) {
       const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
       rows[kh] = (ih >= 0 && ih < g.h) ? p.in + n * p.is.n + ih * p.is.h : nullptr;
     }
-    scalar_t* orow = p.out + r * g.wo * g.c;
+    scalar_t* const orows[1] = {orow};
     if constexpr (std::is_same_v<acc_t, float>) {
-      if (g.c >= 2 * kFloatLanes) {
+      // Two vectors per block only for run-time kernel shapes: the fixed shapes'
+      // pixel blocks fill the registers with one.
+      if (!Shape::kFixed && g.c >= 2 * kFloatLanes) {
         SHUFFLENET_FOR_OVERLAPPED_BLOCKS(2 * kFloatLanes, 0, g.c, c0,
-                                         nhwc_row_channel_block<2, Shape>(p, cols, rows.data(), c0, orow))
+                                         nhwc_row_channel_block<2, Shape>(p, cols, rows.data(), c0, orows))
         continue;
       }
       if (g.c >= kFloatLanes) {
         SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, g.c, c0,
-                                         nhwc_row_channel_block<1, Shape>(p, cols, rows.data(), c0, orow))
+                                         nhwc_row_channel_block<1, Shape>(p, cols, rows.data(), c0, orows))
         continue;
       }
     }
@@ -358,18 +499,18 @@ template <typename scalar_t, typename acc_t>
 SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_planes(const scalar_t* go /*dense NCHW*/, const acc_t* weight,
                                                         scalar_t* gi /*dense NCHW*/, const Geometry& g,
                                                         const RowTaps& cols, int64_t begin, int64_t end) {
-  std::vector<acc_t> plane_acc(g.h * g.w);
+  acc_t* const plane_acc = thread_scratch<acc_t, 0>(g.h * g.w, acc_t(0));
   for (int64_t plane = begin; plane < end; ++plane) {
     const int64_t c = plane % g.c;
     const scalar_t* gp = go + plane * g.ho * g.wo;
     const acc_t* wp = weight + c * g.taps();
-    std::fill(plane_acc.begin(), plane_acc.end(), acc_t(0));
+    std::fill(plane_acc, plane_acc + g.h * g.w, acc_t(0));
     for (int64_t oh = 0; oh < g.ho; ++oh) {
       const scalar_t* grow = gp + oh * g.wo;
       for (int64_t kh = 0; kh < g.kh; ++kh) {
         const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
         if (ih < 0 || ih >= g.h) continue;
-        acc_t* arow = plane_acc.data() + ih * g.w;
+        acc_t* arow = plane_acc + ih * g.w;
         for (int64_t kw = 0; kw < g.kw; ++kw) {
           const acc_t wv = wp[kh * g.kw + kw];
           acc_t* dst = arow + cols.off[kw];
@@ -377,7 +518,7 @@ SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_planes(const scalar_t* go /*den
         }
       }
     }
-    store_row(gi + plane * g.h * g.w, plane_acc.data(), g.h * g.w, false);
+    store_row(gi + plane * g.h * g.w, plane_acc, g.h * g.w, false);
   }
 }
 
@@ -495,15 +636,15 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
   const int64_t kh_n = Shape::kh(g), kw_n = Shape::kw(g), sw = Shape::sw(g);
   const int64_t pitch = g.w + 2 * g.pw + 2 * kFloatLanes * sw;
   const int64_t wo_pad = (g.wo + kFloatLanes - 1) / kFloatLanes * kFloatLanes;
-  std::vector<float> padded((g.h + 2 * g.ph) * pitch, 0.f);
-  std::vector<float> grow(wo_pad, 0.f);  // one grad_output row; the tail stays zero
+  float* const padded = thread_scratch<float, 0>((g.h + 2 * g.ph) * pitch, 0.f);
+  float* const grow = thread_scratch<float, 1>(wo_pad, 0.f);  // one grad_output row; the tail stays zero
   std::vector<double> total(g.taps() + 1);
   for (int64_t c = begin; c < end; ++c) {
     std::fill(total.begin(), total.end(), 0.0);
     for (int64_t n = 0; n < g.n; ++n) {
       const scalar_t* ip = in + n * is.n + c * is.c;
       for (int64_t ih = 0; ih < g.h; ++ih) {
-        float* dst = padded.data() + (ih + g.ph) * pitch + g.pw;
+        float* dst = padded + (ih + g.ph) * pitch + g.pw;
         const scalar_t* src = ip + ih * is.h;
         for (int64_t iw = 0; iw < g.w; ++iw) dst[iw] = static_cast<float>(src[iw]);
       }
@@ -514,11 +655,11 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
       for (int64_t oh = 0; oh < g.ho; ++oh) {
         for (int64_t ow = 0; ow < g.wo; ++ow) grow[ow] = static_cast<float>(gp[oh * g.wo + ow]);
         for (int64_t ow0 = 0; ow0 < wo_pad; ow0 += kFloatLanes) {
-          const FloatVec gv = load_floats(grow.data() + ow0);
+          const FloatVec gv = load_floats(grow + ow0);
           const int64_t lanes = g.wo - ow0;  // < kFloatLanes in the last block only
           acc_bias += gv;
           for (int64_t kh = 0; kh < kh_n; ++kh) {
-            const float* prow = padded.data() + (oh * g.sh + kh * g.dh) * pitch + ow0 * sw;
+            const float* prow = padded + (oh * g.sh + kh * g.dh) * pitch + ow0 * sw;
             for (int64_t kw = 0; kw < kw_n; ++kw) {
               // Lanes past the row end read real input columns: masked out, so an
               // inf there cannot turn 0 * inf into NaN.
@@ -587,11 +728,11 @@ void grad_weight_nhwc(const scalar_t* go /*dense NHWC*/, const scalar_t* in, Str
   const int64_t chunks = std::min(rows, kWeightGradChunks);
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
   const int64_t width = (g.taps() + 1) * g.c;
-  std::vector<acc_t> partial(chunks * width, acc_t(0));
+  acc_t* const partial = thread_scratch<acc_t, 0>(chunks * width, acc_t(0));
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t r_end = std::min(rows, (chunk + 1) * rows_per_chunk);
-      grad_weight_nhwc_rows(go, in, is, partial.data() + chunk * width, g, chunk * rows_per_chunk, r_end);
+      grad_weight_nhwc_rows(go, in, is, partial + chunk * width, g, chunk * rows_per_chunk, r_end);
     }
   });
   for (int64_t t = 0; t <= g.taps(); ++t) {
@@ -620,11 +761,38 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, std::a
           weight.size(3), stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
 }
 
-// Weights in the accumulation type: [C, taps] for NCHW, [taps, C] for NHWC.
+// Whether `weight` ([C, 1, kH, kW]) already holds element (c, t = kh*kW + kw) at
+// offset t*C + c ("tap-major": stride(0) == 1), i.e. is the [taps, C] matrix the
+// channels_last kernels read. Size-1 dims place no constraint.
+bool is_tap_major(const at::Tensor& weight) {
+  const int64_t c = weight.size(0), kh = weight.size(2), kw = weight.size(3);
+  return (c == 1 || weight.stride(0) == 1) && (kh == 1 || weight.stride(2) == kw * c) &&
+         (kw == 1 || weight.stride(3) == c);
+}
+
+// Whether the forward kernels can read `weight` as is: already in the
+// accumulation type and laid out as the [C, taps] (NCHW: contiguous) or
+// [taps, C] (NHWC: tap-major) matrix they expect. Tap-major is the layout the nn
+// units cache for channels_last models
+// (`w.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)`).
+bool weight_usable_as_is(const at::Tensor& weight, bool channels_last) {
+  return weight.scalar_type() == at::toOpMathType(weight.scalar_type()) &&
+         (channels_last ? is_tap_major(weight) : weight.is_contiguous());
+}
+
+// Weights in the accumulation type: [C, taps] for NCHW, [taps, C] for NHWC (a
+// view, no copy, when weight_usable_as_is).
 at::Tensor prepared_weight(const at::Tensor& weight, bool channels_last) {
   const auto acc = at::toOpMathType(weight.scalar_type());
   at::Tensor w = weight.reshape({weight.size(0), weight.size(2) * weight.size(3)}).to(acc);
   return channels_last ? w.t().contiguous() : w.contiguous();
+}
+
+// The bias in the accumulation type, dense; the tensor itself when it already is.
+at::Tensor prepared_bias(const c10::optional<at::Tensor>& bias, at::ScalarType acc) {
+  if (!bias.has_value() || !bias->defined()) return at::Tensor();
+  if (bias->scalar_type() == acc && bias->is_contiguous()) return *bias;
+  return bias->to(acc).contiguous();
 }
 
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
@@ -638,9 +806,11 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   at::Tensor out = empty_in_format({g.n, g.c, g.ho, g.wo}, input, fmt);
   if (out.numel() == 0) return out;
   const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  const at::Tensor w = prepared_weight(weight, cl);
-  const bool has_bias = bias.has_value() && bias->defined();
-  const at::Tensor b = has_bias ? bias->to(w.scalar_type()).contiguous() : at::Tensor();
+  // The common case (float32, or a weight cached in the kernels' layout) makes
+  // no ATen call here: the kernels read the weight's own memory.
+  const at::Tensor w = weight_usable_as_is(weight, cl) ? weight : prepared_weight(weight, cl);
+  const at::Tensor b = prepared_bias(bias, at::toOpMathType(weight.scalar_type()));
+  const bool has_bias = b.defined();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "depthwise_conv2d_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* bp = has_bias ? b.const_data_ptr<acc_t>() : nullptr;

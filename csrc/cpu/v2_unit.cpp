@@ -103,7 +103,10 @@ at::Tensor pack(const at::Tensor& t, PackKind kind, int64_t channels, const at::
 class PackCache {
  public:
   at::Tensor get(const at::Tensor& t, PackKind kind, int64_t channels, const at::TensorOptions& like) {
-    if (!t.defined() || !t.is_contiguous()) return pack(t, kind, channels, like);
+    // Any dense layout (e.g. the tap-major depthwise weight nn.units caches for
+    // channels_last) occupies numel() elements from its data pointer on, so the byte
+    // comparison below holds for it as long as the strides match too.
+    if (!t.defined() || !t.is_non_overlapping_and_dense()) return pack(t, kind, channels, like);
     const Key key{t.unsafeGetTensorImpl(), kind};
     const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
     const char* data = static_cast<const char*>(t.const_data_ptr());
@@ -111,12 +114,13 @@ class PackCache {
       const std::lock_guard<std::mutex> lock(mutex_);
       auto it = entries_.find(key);
       if (it != entries_.end() && it->second.dtype == t.scalar_type() && at::IntArrayRef(it->second.sizes) == t.sizes() &&
+          at::IntArrayRef(it->second.strides) == t.strides() &&
           it->second.values.size() == nbytes && std::memcmp(it->second.values.data(), data, nbytes) == 0) {
         return it->second.packed;
       }
     }
     at::Tensor packed = pack(t, kind, channels, like);
-    Entry entry{t.scalar_type(), t.sizes().vec(), std::vector<char>(data, data + nbytes), packed};
+    Entry entry{t.scalar_type(), t.sizes().vec(), t.strides().vec(), std::vector<char>(data, data + nbytes), packed};
     const std::lock_guard<std::mutex> lock(mutex_);
     if (entries_.size() >= kMaxEntries) entries_.clear();
     entries_.insert_or_assign(key, std::move(entry));
@@ -138,6 +142,7 @@ class PackCache {
   struct Entry {
     at::ScalarType dtype;
     std::vector<int64_t> sizes;
+    std::vector<int64_t> strides;
     std::vector<char> values;  // the source's bytes when it was packed
     at::Tensor packed;
   };

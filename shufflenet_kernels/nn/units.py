@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from .. import functional as F
 from .. import fusion, reference
 from ..backend import Backend, check_backend
+from ..backend import resolve as resolve_backend
 from ..fusion import FoldCache, bn_can_fold, is_tracing
 from ..ops import MAX_DEPTHWISE_KERNEL
 
@@ -131,6 +132,17 @@ def _run_conv(
     return F.channel_shuffle(y, shuffle, backend=backend) if shuffle > 1 else y
 
 
+def _runs_tap_major(x: Tensor, backend: Backend) -> bool:
+    """Whether the depthwise convs fed by ``x`` run channels_last on the C++ kernels.
+
+    Those take a tap-major weight as is; the Triton kernels copy any strided weight.
+    """
+    if x.dim() != 4 or x.shape[1] <= 1 or x.stride(1) != 1:
+        return False
+    # CPU tensors always run the C++ kernels (checked first: this runs on every call).
+    return x.device.type == "cpu" or resolve_backend("depthwise_conv2d", backend, x) == "shufflenet"
+
+
 class _FusedBlock(nn.Module):
     """Runs conv stages with BN folded (eval) or separate (training), caching folded weights.
 
@@ -158,8 +170,13 @@ class _FusedBlock(nn.Module):
         self._fold_cache.clear()
         return super()._apply(fn, recurse)
 
-    def _folded(self) -> list[Folded]:
-        """Per stage: (weight, bias) with its BN folded in, or None where the BN cannot fold."""
+    def _folded(self, x: Tensor | None = None) -> list[Folded]:
+        """Per stage: (weight, bias) with its BN folded in, or None where the BN cannot fold.
+
+        ``x`` is the block's input: when it is channels_last and the C++ kernels run the
+        depthwise convs, their cached weights are stored tap-major (``fusion.tap_major``),
+        the layout those kernels read without a per-call copy.
+        """
         stages = self._stages
         if is_tracing():
             # Traced into the graph (torch.compile, torch.fx): no cache, plain attribute
@@ -190,13 +207,21 @@ class _FusedBlock(nn.Module):
         if not sources:
             return [None] * len(stages)
 
-        def compute() -> list[Folded]:
-            return [
-                fusion.fold_conv_bn(s.conv.weight, s.conv.bias, s.bn) if f and s.bn is not None else None
-                for s, f in zip(stages, foldable, strict=True)
-            ]
+        tap_major = x is not None and _runs_tap_major(x, self.backend)
 
-        return self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps)))
+        def compute() -> list[Folded]:
+            out: list[Folded] = []
+            for s, f in zip(stages, foldable, strict=True):
+                if not f or s.bn is None:
+                    out.append(None)
+                    continue
+                w, b = fusion.fold_conv_bn(s.conv.weight, s.conv.bias, s.bn)
+                if tap_major and _is_depthwise(s.conv):
+                    w = fusion.tap_major(w)
+                out.append((w, b))
+            return out
+
+        return self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps), tap_major))
 
     def _run_stage(self, x: Tensor, s: ConvStage, folded: Folded) -> Tensor:
         if folded is not None:
@@ -245,7 +270,7 @@ class ConvBNReLU(nn.Sequential, _FusedBlock):
         return cls(*seq, backend=backend)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._run_chain(x, self._stages, self._folded())
+        return self._run_chain(x, self._stages, self._folded(x))
 
 
 def _v2_fusable(stages1: list[ConvStage], stages2: list[ConvStage], stride: int) -> bool:
@@ -328,7 +353,7 @@ class ShuffleV2Unit(_FusedBlock):
         return unit
 
     def forward(self, x: Tensor) -> Tensor:
-        folded = self._folded()
+        folded = self._folded(x)
         if self.fuse_units and self._fusable and not self.training:
             y = self._fused(x, folded)
             if y is not None:
@@ -420,7 +445,7 @@ class ShuffleV1Unit(_FusedBlock):
         return unit
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self._run_chain(x, self._stages, self._folded())
+        y = self._run_chain(x, self._stages, self._folded(x))
         if self.stride == 1:
             if not torch.is_grad_enabled() and not is_tracing():
                 return y.add_(x).relu_()  # y is this call's own buffer: reuse it
