@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cuda_resources
+
 OP_FAMILIES = ("channel_shuffle", "concat_shuffle", "pointwise_conv", "depthwise_conv2d")
 MODULE_FAMILIES = ("units", "models")
 
@@ -486,7 +488,7 @@ def write_report(doc: dict[str, Any], out: str | Path, plots: bool = True) -> li
     """Writes ``report.md`` (and the PNG plots unless ``plots`` is False) to ``out``; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = _header(doc)
+    lines = _header(doc) + cuda_resources.report_lines(doc["machine_info"])
     lines += [
         "## Summary",
         "",
