@@ -211,8 +211,8 @@ def test_wide_group_channel_table(mode: Mode) -> None:
 
 
 def test_tile_shapes_follow_rows_per_group() -> None:
-    """16-row tiles for up to 16 rows per group, 32 up to 32, 64 above; the weight
-    gradient's small tile for small groups."""
+    """16-row tiles for up to 16 rows per group, 32 up to 32, 64 above (64 x 64
+    pixels for TF32); the weight gradient's small tile for small groups."""
     torch.set_float32_matmul_precision("highest")
     cases = {  # (c_in, c_out, groups) -> forward tile
         (96, 96, 8): "16, 128, 1>",
@@ -226,6 +226,10 @@ def test_tile_shapes_follow_rows_per_group() -> None:
         emu.pointwise_conv(x, w, None, g, 1, False)
         (name,) = simt.launch_counts()
         assert name == f"pw_mma_kernel<c10::Half, int, false, {tile}", name
+    torch.set_float32_matmul_precision("high")  # TF32: 64 x 64 (fragments twice the registers)
+    simt.reset_launch_counts()
+    emu.pointwise_conv(torch.randn(1, 116, 3, 3), torch.randn(116, 116, 1, 1), None, 1, 1, False)
+    assert list(simt.launch_counts()) == ["pw_mma_kernel<float, int, false, 64, 64, 2>"]
     simt.reset_launch_counts()
     grad = torch.randn(1, 96, 3, 3, dtype=F16)
     emu.pointwise_conv_backward(grad, torch.randn(1, 96, 3, 3, dtype=F16), torch.randn(96, 12, 1, 1, dtype=F16),
