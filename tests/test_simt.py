@@ -380,7 +380,7 @@ def test_every_kernel_runs() -> None:
         "gather_pixels_kernel<c10::BFloat16, int, 1>", "gather_elements_kernel<float, int>",
         "pw_gemm_kernel<float, int, true>", "pw_gemm_kernel<float, int, false>",
         "pw_wgrad_partial_kernel<float, int, true>", "pw_mma_kernel<c10::Half, int, true, 32, 128, 1>",
-        "pw_wgrad_mma_kernel<c10::Half, int, true, 32, 64>", "dw_fwd_nchw_kernel<float, int, 3, 3, 1, 1>",
+        "pw_wgrad_mma_kernel<c10::Half, int, true, 16, 32>", "dw_fwd_nchw_kernel<float, int, 3, 3, 1, 1>",
         "dw_fwd_nchw_kernel<float, int, 3, 3, 2, 2>", "dw_fwd_nchw_kernel<float, int, 0, 0, 0, 0>",
         "dw_fwd_nhwc_kernel<float, int, 4, 3, 3, 1, 1, 4>", "dw_fwd_nhwc_kernel<c10::Half, int, 8, 3, 3, 2, 2, 2>",
         "dw_fwd_nhwc_kernel<float, int, 1, 0, 0, 0, 0, 1>", "dw_fwd_nhwc_kernel<float, int, 4, 0, 0, 0, 0, 1>",

@@ -212,7 +212,8 @@ def test_wide_group_channel_table(mode: Mode) -> None:
 
 def test_tile_shapes_follow_rows_per_group() -> None:
     """16-row tiles for up to 16 rows per group, 32 up to 32, 64 above (64 x 64
-    pixels for TF32); the weight gradient's small tile for small groups."""
+    pixels for TF32); the weight gradient's 16 x 32 tile when the conv channels
+    (<= 16) or the input channels (<= 31) per group are few, 32 x 64 otherwise."""
     torch.set_float32_matmul_precision("highest")
     cases = {  # (c_in, c_out, groups) -> forward tile
         (96, 96, 8): "16, 128, 1>",
@@ -235,6 +236,12 @@ def test_tile_shapes_follow_rows_per_group() -> None:
     emu.pointwise_conv_backward(grad, torch.randn(1, 96, 3, 3, dtype=F16), torch.randn(96, 12, 1, 1, dtype=F16),
                                 None, 8, 8, [False, True, False])
     assert "pw_wgrad_mma_kernel<c10::Half, int, false, 16, 32>" in simt.launch_counts()
+    for c_in, c_out, g, tile in ((96, 384, 8, "16, 32>"), (384, 96, 8, "16, 32>"), (116, 116, 1, "32, 64>")):
+        simt.reset_launch_counts()
+        x = torch.randn(1, c_in, 2, 2, dtype=F16)
+        emu.pointwise_conv_backward(torch.randn(1, c_out, 2, 2, dtype=F16), x,
+                                    torch.randn(c_out, c_in // g, 1, 1, dtype=F16), None, g, 1, [False, True, False])
+        assert f"pw_wgrad_mma_kernel<c10::Half, int, false, {tile}" in simt.launch_counts(), (c_in, c_out, g)
 
 
 # ---- the wmma emulation itself -------------------------------------------------------

@@ -29,7 +29,8 @@
 //    input gradient): 16 x 128 pixels for up to 16 rows (ShuffleNet V1's 12 per
 //    group), 32 x 128 up to 32 (V1's 20), 64 x 128 above (V2; 64 x 64 for TF32).
 //    The weight gradient's tile is 16 x 32 (conv channels x input channels + 1)
-//    for small groups, 32 x 64 otherwise, over 64 pixels per stage.
+//    when either side is small (up to 16 or 31), 32 x 64 otherwise, over 64
+//    pixels per stage.
 //  * CUDA cores (FFMA, 64 x 64 tiles): float32 at "highest" precision, and
 //    devices without tensor-core wmma.
 #include <ATen/ATen.h>
@@ -796,7 +797,9 @@ struct WgradTile {
 
 WgradTile wgrad_tile(int64_t m, int64_t k, bool tensor_cores) {
   if (!tensor_cores) return {kBM, kBN, kBK, false};
-  if (m <= 16 && k + 1 <= 32) return {16, 32, kWgradBP, true};  // small groups (V1)
+  // Few conv channels or few input channels per group (V1): the small tile wastes
+  // less of its 16-row / 32-column fragments.
+  if (m <= 16 || k + 1 <= 32) return {16, 32, kWgradBP, true};
   return {32, 64, kWgradBP, true};
 }
 
