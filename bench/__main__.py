@@ -2,7 +2,10 @@
 
 Writes ``results.json`` (pytest-benchmark's JSON layout, so ``pytest-benchmark compare
 a.json b.json`` works), ``report.md`` and PNG plots to ``--out``, and prints a summary.
-Without a GPU the default is a quick CPU run (a few minutes on two cores).
+Without a GPU the default is a quick CPU run (a few minutes on two cores). A square
+GEMM and a large copy, timed at the end of the run (``bench.peak``), give the roofline
+plots their ceilings. ``--models`` on the CPU adds the whole-model comparison with
+torch.compile, ONNX Runtime and OpenVINO (``bench.models_cpu``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 import torch
 import torch._dynamo
 
+from . import models_cpu
 from .core import DTYPES, Case, RunContext, Skip, environment, results_document, run_case
 from .guidelines import WIDTHS, guideline_cases
 from .ops_cases import OPS, kernel_namespaces, op_cases
+from .peak import measure_peaks
 from .report import format_summary, write_report
 from .timing import L2Flusher, TimingPlan
 from .units import model_cases, unit_cases
@@ -58,6 +63,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--guidelines", action="store_true", help="only the G1-G4 guideline experiments")
     p.add_argument(
+        "--models",
+        action="store_true",
+        help="only the whole models: the models family and, on the CPU, torchvision's ShuffleNetV2 "
+        "x0.5/x1.0/x2.0 against torch.compile, ONNX Runtime and OpenVINO (bench.models_cpu; every row "
+        "unless --quick is given, which runs its smoke mode)",
+    )
+    p.add_argument(
         "--dtypes",
         nargs="+",
         choices=tuple(DTYPES),
@@ -87,6 +99,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on the CPU")
     p.add_argument("--out", type=Path, default=Path("bench/out"))
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-peak", action="store_true", help="skip the GEMM / copy ceilings of the roofline plots")
     p.add_argument("--no-check", action="store_true", help="skip comparing kernel outputs with eager")
     return p.parse_args(argv)
 
@@ -130,6 +143,8 @@ def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     families = list(args.ops) if args.ops else list(FAMILIES)
     if args.guidelines:
         families = ["guidelines"]
+    if args.models:
+        families = ["models"]
     dtypes = args.dtypes or (list(DTYPES) if gpu else ["float32"])
     if args.batch:
         batches, model_batches = list(args.batch), list(args.batch)
@@ -161,6 +176,9 @@ def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "max_shapes": args.max_shapes,
         "guideline_batch": args.guideline_batch or (8 if gpu else 1),
         "guideline_widths": [1] if quick else list(WIDTHS),
+        # The whole-model baseline comparison: asked for with --models, or part of a --full CPU run.
+        "models_cpu": not gpu and (bool(args.models) or bool(args.full)),
+        "models_cpu_quick": bool(args.quick),
         "timing": {
             "warmup": plan.warmup,
             "min_reps": plan.min_reps,
@@ -224,6 +242,16 @@ def _factories(s: dict[str, Any], device: torch.device, notes: list[str]) -> lis
     return out
 
 
+def _models_cpu(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
+    """Runs ``bench.models_cpu`` (its smoke mode when ``quick``) with this run's thread count, if given."""
+    opts = models_cpu.parse_args(["--quick"] if quick else [])
+    if args.threads:
+        opts.threads = [args.threads]
+    doc = models_cpu.run(**models_cpu.settings_from(opts))
+    doc["settings"]["quick"] = quick
+    return doc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bench``; returns the process exit code."""
     args = parse_args(argv)
@@ -259,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(and per unit/model family): compilation time bounds the run; --compile-limit -1 compiles all"
         )
     factories = _factories(s, device, notes)
+    if device.type == "cuda" and args.models:
+        notes.append("models: the comparison with ONNX Runtime and OpenVINO runs on the CPU only (--device cpu)")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     ctx = RunContext(
@@ -284,13 +314,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress.update(cases[-1].group if cases else fam)
             del cases
     progress.close()
+    extra: dict[str, Any] = {}
+    if not args.no_peak:
+        with torch.no_grad():
+            extra["peaks"] = measure_peaks(device, quick=s["quick"])
+    if s["models_cpu"]:
+        extra["models_cpu"] = _models_cpu(args, s["models_cpu_quick"])
     s["wall_s"] = round(time.perf_counter() - t0, 1)
     s["notes"] = notes
     doc = results_document(records, env, ctx.skips, s)
+    doc["shufflenet_bench"].update(extra)
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.json"
     results.write_text(json.dumps(doc, indent=1, default=str))
     written = write_report(doc, args.out, plots=not args.no_plots)
+    if "models_cpu" in extra:
+        written += models_cpu.write(extra["models_cpu"], args.out)
     print(format_summary(doc))
     if ctx.skips:
         print(f"{len(ctx.skips)} provider(s) skipped; reasons in report.md", file=sys.stderr)

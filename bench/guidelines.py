@@ -6,6 +6,7 @@ width column; the columns x1/x2/x4 multiply the channel counts by 1, 2 and 4 (Ta
 apply, with the 1x1 convolutions (and their ReLU) run by ``pointwise_conv``. Results are
 batches per second next to the paper's figure: its GTX 1080Ti column on a GPU, its
 CPU/ARM column on a CPU (the channel counts follow the matching column of the paper).
+The paper's figures are in ``bench.paper_tables``.
 
 Structures, where the paper leaves a choice:
 * G1: block = 1x1 conv c1 -> c2, then 1x1 conv c2 -> c1 (no BN, no ReLU).
@@ -29,39 +30,11 @@ import torch.nn.functional as F
 from shufflenet_kernels import functional as SK
 
 from .core import EAGER, KERNEL, Case, Provider, count_cost, tensor
+from .paper_tables import G1_ROWS, G2_ROWS, G3_C, G3_ROWS, G4_C, G4_ROWS
 
 HW = 56
 BLOCKS = 10
 WIDTHS = (1, 2, 4)
-
-# Paper figures (shufflenet_reference_numbers.md): GPU batches/s (GTX 1080Ti) and CPU/ARM images/s.
-G1_ROWS = {  # ratio: ((c1, c2) GPU, GPU x1/x2/x4, (c1, c2) ARM, ARM x1/x2/x4)
-    "1:1": ((128, 128), (1480, 723, 232), (32, 32), (76.2, 21.7, 5.3)),
-    "1:2": ((90, 180), (1296, 586, 206), (22, 44), (72.9, 20.5, 5.1)),
-    "1:6": ((52, 312), (876, 489, 189), (13, 78), (69.1, 17.9, 4.6)),
-    "1:12": ((36, 432), (748, 392, 163), (9, 108), (57.6, 15.1, 4.4)),
-}
-G2_ROWS = {  # groups: (c GPU, GPU x1/x2/x4, c CPU, CPU x1/x2/x4)
-    1: (128, (2451, 1289, 437), 64, (40.0, 10.2, 2.3)),
-    2: (180, (1725, 873, 341), 90, (35.0, 9.5, 2.2)),
-    4: (256, (1026, 644, 338), 128, (32.9, 8.7, 2.1)),
-    8: (360, (634, 445, 230), 180, (27.8, 7.5, 1.8)),
-}
-G3_C = {"gpu": 128, "cpu": 64}
-G3_ROWS = {  # structure: (GPU x1/x2/x4, CPU x1/x2/x4)
-    "1-fragment": ((2446, 1274, 434), (40.2, 10.1, 2.3)),
-    "2-fragment-series": ((1790, 909, 336), (38.6, 10.1, 2.2)),
-    "4-fragment-series": ((752, 745, 349), (38.4, 10.1, 2.3)),
-    "2-fragment-parallel": ((1537, 803, 320), (33.4, 9.1, 2.2)),
-    "4-fragment-parallel": ((691, 572, 292), (35.0, 8.4, 2.1)),
-}
-G4_C = 32
-G4_ROWS = {  # (relu, shortcut): (GPU x1/x2/x4, CPU x1/x2/x4)
-    (True, True): ((2427, 2066, 1436), (56.7, 16.9, 5.0)),
-    (True, False): ((2647, 2256, 1735), (61.9, 18.8, 5.2)),
-    (False, True): ((2672, 2121, 1458), (57.3, 18.2, 5.1)),
-    (False, False): ((2842, 2376, 1782), (66.3, 20.2, 5.4)),
-}
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cuda_resources
+from .paper_tables import CITATION as PAPER_CITATION
 
 OP_FAMILIES = ("channel_shuffle", "concat_shuffle", "pointwise_conv", "depthwise_conv2d")
 MODULE_FAMILIES = ("units", "models")
@@ -181,6 +182,17 @@ def _header(doc: dict[str, Any]) -> list[str]:
         "Speedups are eager time / kernel time and compiled time / kernel time.",
         "",
     ]
+    peaks = doc.get("shufflenet_bench", {}).get("peaks")
+    if peaks:
+        gemm = ", ".join(f"{g['dtype']} {g['gflops']:,.1f} GFLOP/s (n={g['n']})" for g in peaks.get("gemm", []))
+        copy = peaks.get("copy") or {}
+        lines += [
+            f"Ceilings measured in this run (`bench.peak`): square GEMM {gemm}; copy of a "
+            f"{copy.get('buffer_bytes', 0) / 2**20:.0f} MiB buffer {copy.get('gbps', 0):,.1f} GB/s (read + "
+            "written). The roofline plots use "
+            "them (the bandwidth line of an op family is its own cases' copy rate).",
+            "",
+        ]
     for note in s.get("notes", []):
         lines.append(f"> note: {note}")
     if s.get("notes"):
@@ -329,15 +341,21 @@ def _guideline_tables(doc: dict[str, Any]) -> list[str]:
             "kernels batches/s",
             "× eager",
             "paper",
+            "eager ÷ row 1",
+            "paper ÷ row 1",
         ]
         rows = []
+        series = _guideline_series(cases, groups)
         for g in groups:
             p = _by_provider(cases[g])
             e0 = cases[g][0]["extra_info"]
+            width = cases[g][0]["params"]["width"]
+            s = series[width]
+            i = s["groups"].index(g)
             rows.append(
                 [
-                    g.split("[", 1)[1].rsplit("-x", 1)[0],
-                    f"x{cases[g][0]['params']['width']}",
+                    _guideline_row(g),
+                    f"x{width}",
                     e0.get("structure"),
                     (e0.get("flops") or 0) / 1e6,
                     (e0.get("mac_bytes") or 0) / 1e6,
@@ -345,6 +363,8 @@ def _guideline_tables(doc: dict[str, Any]) -> list[str]:
                     1 / p["kernels"]["stats"]["median"] if "kernels" in p else None,
                     p["kernels"]["extra_info"].get("speedup_vs_eager") if "kernels" in p else None,
                     e0.get("paper"),
+                    _normalised(s["eager"])[i],
+                    _normalised(s["paper"])[i],
                 ]
             )
         batch = cases[groups[0]][0]["params"].get("batch")
@@ -353,7 +373,126 @@ def _guideline_tables(doc: dict[str, Any]) -> list[str]:
             "",
             _table(header, rows),
             "",
+            f"Paper: {PAPER_CITATION}, Table {table[1]} (`bench/paper_tables.py`). The ÷ row 1 columns "
+            "divide each throughput by the first row's of the same width: the trend the table shows.",
+            "",
         ]
+    return lines
+
+
+def _guideline_row(group: str) -> str:
+    return group.split("[", 1)[1].rsplit("-x", 1)[0]
+
+
+def _guideline_series(
+    cases: dict[str, list[dict[str, Any]]], groups: list[str]
+) -> dict[int, dict[str, list[Any]]]:
+    """Per width, in run order: the groups, row names, paper figures and eager/kernel throughputs."""
+    out: dict[int, dict[str, list[Any]]] = {}
+    for g in groups:
+        width = cases[g][0]["params"]["width"]
+        s = out.setdefault(width, {"groups": [], "rows": [], "paper": [], "eager": [], "kernels": []})
+        p = _by_provider(cases[g])
+        s["groups"].append(g)
+        s["rows"].append(_guideline_row(g))
+        s["paper"].append(cases[g][0]["extra_info"].get("paper"))
+        s["eager"].append(1 / p["eager"]["stats"]["median"] if "eager" in p else None)
+        s["kernels"].append(1 / p["kernels"]["stats"]["median"] if "kernels" in p else None)
+    return out
+
+
+def _normalised(values: list[float | None]) -> list[float | None]:
+    """``values`` divided by the first one (None where a value or the first is missing)."""
+    first = values[0] if values else None
+    return [v / first if v and first else None for v in values]
+
+
+# ---- whole models on the CPU against ONNX Runtime / OpenVINO / torch.compile --------------
+
+
+def models_cpu_markdown(doc: dict[str, Any], title: str = "## Whole models on the CPU: baselines") -> list[str]:
+    """Markdown of a ``bench.models_cpu`` document: set-up, a ms (× best) table and a per-contender table."""
+    s, env = doc.get("settings", {}), doc.get("environment", {})
+    v = env.get("versions", {})
+    lines = [
+        title,
+        "",
+        f"- CPU: {env.get('cpu_name')} ({env.get('cpus_available')} of {env.get('cpu_count')} CPUs available); "
+        f"torch {v.get('torch')}, torchvision {v.get('torchvision')}, ONNX Runtime {v.get('onnxruntime')}, "
+        f"OpenVINO {v.get('openvino')}; commit {str(env.get('commit'))[:12]}; {env.get('date')}; "
+        f"load average at the end {env.get('loadavg')}",
+        f"- {s.get('dtype')}, {s.get('input')} input, weights from seed {s.get('seed')} (BN statistics "
+        f"randomised); {s.get('rounds')} rounds x {s.get('calls')} calls per contender, round-robin in lock-step, "
+        f"one process per contender pinned to the same CPUs; wall {s.get('wall_s')} s",
+        "- ms = median over all calls; (× best) = that over the row's fastest median; max abs err = largest "
+        "|logit difference| from torchvision eager NCHW with the same weights and input (the largest |logit| "
+        "beside it, for scale)",
+        "",
+    ]
+    descriptions = doc.get("descriptions", {})
+    if descriptions:
+        lines += [f"- `{n}`: {d}" for n, d in descriptions.items()] + [""]
+    for note in doc.get("notes", []):
+        lines.append(f"> note: {note}")
+    if doc.get("notes"):
+        lines.append("")
+    rows = doc.get("rows", [])
+    present: list[str] = []
+    for r in rows:
+        present += [n for n in r["contenders"] if n not in present]
+    order = [n for n in s.get("contenders", present) if n in present] + [
+        n for n in present if n not in s.get("contenders", [])
+    ]
+    if not rows or not order:
+        return [*lines, "(no measurements)", ""]
+    wide = []
+    for r in rows:
+        cells: list[Any] = [r["width"], r["batch"], r["threads"]]
+        for n in order:
+            c = r["contenders"].get(n)
+            if c and "median_s" in c:
+                cells.append(f"{c['median_s'] * 1e3:.2f} ({c['vs_best']:.2f})")
+            else:
+                cells.append("failed" if n in r.get("skipped", {}) else "–")
+        cells.append(r.get("best"))
+        wide.append(cells)
+    lines += [_table(["model", "N", "threads", *[f"{n} ms (× best)" for n in order], "best"], wide), ""]
+    detail = []
+    for r in rows:
+        for n in order:
+            c = r["contenders"].get(n)
+            if not c or "median_s" not in c:
+                continue
+            info = c.get("info", {})
+            facts = []
+            if "INFERENCE_PRECISION_HINT" in info:
+                facts.append(f"precision hint {info['INFERENCE_PRECISION_HINT']}")
+            if "export" in info:
+                facts.append(str(info["export"]).split(" (")[0])
+            if "inductor_freezing" in info:
+                facts.append(f"freezing={info['inductor_freezing']}")
+            detail.append(
+                [
+                    r["width"],
+                    r["batch"],
+                    r["threads"],
+                    n,
+                    c["median_s"] * 1e3,
+                    f"{c['q1_s'] * 1e3:.2f}–{c['q3_s'] * 1e3:.2f}",
+                    c["vs_best"],
+                    f"{c['max_abs_err']:.2e} ({c['ref_max']:.3g})",
+                    c.get("build_s"),
+                    "; ".join(facts),
+                ]
+            )
+        for n, why in r.get("skipped", {}).items():
+            detail.append([r["width"], r["batch"], r["threads"], n, None, "–", None, "–", None, f"failed: {why}"])
+    header = ["model", "N", "threads", "contender", "ms", "q1–q3 ms", "× best", "max abs err (logit max)",
+              "build s", "notes"]
+    lines += [_table(header, detail), ""]
+    skipped = doc.get("skipped", {})
+    if skipped:
+        lines += ["Not run: " + "; ".join(f"`{n}` ({why})" for n, why in skipped.items()), ""]
     return lines
 
 
@@ -455,6 +594,8 @@ def _plots(doc: dict[str, Any], out: Path) -> list[Path]:
             plt.close(fig)
             written.append(path)
 
+    written += _roofline_plots(doc, out, plt)
+    written += _guideline_trend_plot(doc, out, plt)
     guide = [(g, rs) for g, rs in cases.items() if rs[0]["extra_info"]["family"].startswith("guideline_")]
     if guide:
         fig, ax = plt.subplots(figsize=(max(6, 0.4 * len(guide)), 4.5))
@@ -484,6 +625,171 @@ def _plots(doc: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
+def roofline_points(doc: dict[str, Any], family: str) -> list[dict[str, Any]]:
+    """Per timed record of ``family`` with FLOPs and MAC: provider, direction, dtype, FLOP/byte and GFLOP/s.
+
+    FLOP = 2 x the recorded multiply-adds; bytes = the recorded MAC bytes (for units
+    and models, the unfused eager graph's traffic).
+    """
+    pts = []
+    for b in doc["benchmarks"]:
+        e = b["extra_info"]
+        if e["family"] != family or e["role"] == "copy":
+            continue
+        flops, mac_bytes, t = e.get("flops"), e.get("mac_bytes"), b["stats"]["median"]
+        if not flops or not mac_bytes or not t:
+            continue
+        pts.append(
+            {
+                "provider": e["provider"],
+                "direction": e["direction"],
+                "dtype": e.get("dtype"),
+                "intensity": 2 * flops / mac_bytes,
+                "gflops": 2 * flops / t / 1e9,
+            }
+        )
+    return pts
+
+
+def roofline_ceilings(doc: dict[str, Any], family: str) -> tuple[float | None, str, dict[str, float]]:
+    """``(GB/s, its source, {dtype: peak GFLOP/s})`` for ``family``'s roofline.
+
+    The bandwidth is the median rate of the copy baseline of the family's own cases
+    (same bytes, same run) when it has one, else the run's large-buffer copy; the
+    compute peaks are the run's square-GEMM rates (``bench.peak``).
+    """
+    peaks = doc.get("shufflenet_bench", {}).get("peaks") or {}
+    gemm = {g["dtype"]: g["gflops"] for g in peaks.get("gemm", [])}
+    copies = [
+        b["extra_info"]["gbps"]
+        for b in doc["benchmarks"]
+        if b["extra_info"]["family"] == family and b["extra_info"]["role"] == "copy" and b["extra_info"].get("gbps")
+    ]
+    if copies:
+        return statistics.median(copies), "copy of each case's MAC bytes (median)", gemm
+    copy = peaks.get("copy") or {}
+    if copy.get("gbps"):
+        return copy["gbps"], f"copy of a {copy['buffer_bytes'] / 2**20:.0f} MiB buffer", gemm
+    return None, "", gemm
+
+
+def _roofline_plots(doc: dict[str, Any], out: Path, plt: Any) -> list[Path]:
+    from matplotlib.ticker import NullFormatter
+
+    written: list[Path] = []
+    device = doc["machine_info"].get("gpu_name") or doc["machine_info"].get("cpu_name")
+    for fam in (*OP_FAMILIES, *MODULE_FAMILIES):
+        pts = roofline_points(doc, fam)
+        if not pts:  # the shuffles do no arithmetic: their bandwidth plot is the whole story
+            continue
+        bw, bw_source, gemm = roofline_ceilings(doc, fam)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        xs = [p["intensity"] for p in pts]
+        lo, hi = min(xs) / 3, max(xs) * 3
+        for i, (dtype, peak) in enumerate(sorted(gemm.items())):
+            if bw:  # show the ridge point, where the bandwidth line meets the peak
+                lo, hi = min(lo, peak / bw / 3), max(hi, 3 * peak / bw)
+            ax.axhline(
+                peak, color="k", ls=["-", "--", ":"][i % 3], lw=1.2, label=f"GEMM peak {dtype}: {peak:,.1f} GFLOP/s"
+            )
+        if bw:
+            grid = [lo * (hi / lo) ** (k / 64) for k in range(65)]
+            top = max(gemm.values()) if gemm else None
+            ax.plot(
+                grid,
+                [x * bw if top is None else min(top, x * bw) for x in grid],
+                color="0.4",
+                lw=1.5,
+                label=f"bandwidth {bw:,.1f} GB/s ({bw_source})",
+            )
+        providers = sorted({p["provider"] for p in pts})
+        for i, provider in enumerate(providers):
+            for direction, marker in (("fwd", "o"), ("bwd", "^")):
+                sel = [p for p in pts if p["provider"] == provider and p["direction"] == direction]
+                if sel:
+                    ax.scatter(
+                        [p["intensity"] for p in sel],
+                        [p["gflops"] for p in sel],
+                        color=f"C{i}",
+                        marker=marker,
+                        s=18,
+                        label=f"{provider} {direction}",
+                    )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(NullFormatter())  # minor labels of a short log range overlap
+        ax.set_xlabel("arithmetic intensity (FLOP per MAC byte)")
+        ax.set_ylabel("achieved GFLOP/s")
+        ax.set_title(f"{fam}: roofline ({device})", fontsize=9)
+        ax.legend(fontsize=6)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        path = out / f"roofline_{fam}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _guideline_trend_plot(doc: dict[str, Any], out: Path, plt: Any) -> list[Path]:
+    """One panel per guideline table and width: throughput ÷ the first row's, measured and the paper's."""
+    cases = _cases(doc)
+    panels = []
+    for table in ("G1", "G2", "G3", "G4"):
+        groups = [g for g, rs in cases.items() if rs[0]["extra_info"]["family"] == f"guideline_{table}"]
+        for width, s in sorted(_guideline_series(cases, groups).items()):
+            panels.append((table, width, s))
+    if not panels:
+        return []
+    widths = sorted({w for _, w, _ in panels})
+    tables = [t for t in ("G1", "G2", "G3", "G4") if any(p[0] == t for p in panels)]
+    fig, axes = plt.subplots(
+        len(widths), len(tables), figsize=(3.4 * len(tables), 3.0 * len(widths)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_visible(False)
+    unit = None
+    for table, width, s in panels:
+        ax = axes[widths.index(width)][tables.index(table)]
+        ax.set_visible(True)
+        xs = range(len(s["rows"]))
+        for key, style, label in (
+            ("paper", "k--o", "paper"),
+            ("eager", "C0-o", "eager (measured)"),
+            ("kernels", "C1-s", "kernels (measured)"),
+        ):
+            ys = _normalised(s[key])
+            if any(y is not None for y in ys):
+                ax.plot(
+                    [x for x, y in zip(xs, ys, strict=True) if y is not None],
+                    [y for y in ys if y is not None],
+                    style,
+                    ms=4,
+                    lw=1.2,
+                    label=label,
+                )
+        ax.axhline(1.0, color="0.6", lw=0.6)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(s["rows"], rotation=30, ha="right", fontsize=6)
+        ax.set_title(f"{table}, width x{width}", fontsize=8)
+        ax.set_ylabel("throughput ÷ row 1", fontsize=7)
+        ax.tick_params(axis="y", labelsize=6)
+        ax.legend(fontsize=6)
+        unit = unit or cases[s["groups"][0]][0]["extra_info"].get("paper_unit")
+    device = doc["machine_info"].get("gpu_name") or doc["machine_info"].get("cpu_name")
+    fig.suptitle(
+        f"Guidelines G1–G4 normalised to each table's first row: {device} vs {PAPER_CITATION} ({unit})",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    path = out / "guidelines_trend.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def write_report(doc: dict[str, Any], out: str | Path, plots: bool = True) -> list[Path]:
     """Writes ``report.md`` (and the PNG plots unless ``plots`` is False) to ``out``; returns the paths."""
     out = Path(out)
@@ -495,7 +801,11 @@ def write_report(doc: dict[str, Any], out: str | Path, plots: bool = True) -> li
         _table(SUMMARY_HEADER, summary_rows(doc)) if summary_rows(doc) else "(no kernel measurements)",
         "",
     ]
-    lines += _op_tables(doc) + _module_tables(doc) + _guideline_tables(doc)
+    lines += _op_tables(doc) + _module_tables(doc)
+    models_cpu = doc.get("shufflenet_bench", {}).get("models_cpu")
+    if models_cpu:
+        lines += models_cpu_markdown(models_cpu)
+    lines += _guideline_tables(doc)
     written: list[Path] = []
     if plots:
         try:
@@ -509,6 +819,14 @@ def write_report(doc: dict[str, Any], out: str | Path, plots: bool = True) -> li
             written = _plots(doc, out)
             if written:
                 lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in written] + [""]
+                lines += [
+                    "Roofline plots: achieved GFLOP/s (2 x multiply-adds / median time) against FLOP per MAC "
+                    "byte, log-log, one point per case and implementation, under the GEMM peak and the copy "
+                    "bandwidth of this run. For units and models the bytes are the unfused eager graph's, so "
+                    "fused code can sit above the bandwidth line. `guidelines_trend.png`: each G1–G4 row's "
+                    "throughput divided by the first row's, measured beside the paper's.",
+                    "",
+                ]
     lines += _skips(doc)
     report = out / "report.md"
     report.write_text("\n".join(lines))

@@ -70,9 +70,13 @@ def _prepare(module: nn.Module, dtype: torch.dtype, device: torch.device, layout
     return module
 
 
-def _randomise_bn(module: nn.Module) -> None:
-    # Fresh BN layers are the identity; random statistics make a wrong fused BN visible.
-    g = torch.Generator().manual_seed(0)
+def randomise_bn(module: nn.Module, seed: int = 0) -> None:
+    """Random running statistics and affine parameters for every ``BatchNorm2d`` of ``module``.
+
+    Fresh BN layers are the identity; random statistics make a wrong fused BN visible
+    (and make BN folding do real work). Deterministic for a given ``seed``.
+    """
+    g = torch.Generator().manual_seed(seed)
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
@@ -165,7 +169,7 @@ def unit_cases(
                             ref = reference.ShuffleV2Unit(cin, cout, stride)
                         else:
                             ref = reference.ShuffleV1Unit(cin, cout, groups, stride, True)
-                        _randomise_bn(ref)
+                        randomise_bn(ref)
                         ref = _prepare(ref, dtype, device, layout)
                         x = tensor((n, cin, hw, hw), dtype, device, layout)
                         fused: list[tuple[str, Callable[[], nn.Module]]] = []
@@ -254,7 +258,7 @@ def model_cases(
                         fused_factory = getattr(models, factory)
                         ref_factory = getattr(models, f"reference_{factory}", None)
                         ref = (ref_factory or fused_factory)(**kwargs)
-                        _randomise_bn(ref)
+                        randomise_bn(ref)
                         ref = _prepare(ref, dtype, device, layout)
                         x = tensor((n, 3, 224, 224), dtype, device, layout)
                         fused: list[tuple[str, Callable[[], nn.Module]]] = []

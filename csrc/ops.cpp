@@ -1,7 +1,12 @@
 // The op schemas of namespace `shufflenet` (listed once, in schemas.h). Backends add only
 // TORCH_LIBRARY_IMPL blocks (csrc/cpu, csrc/cuda); autograd and fake kernels are
-// registered in Python (shufflenet_kernels/ops.py).
+// registered in Python (shufflenet_kernels/ops.py), except the Autograd kernel of the
+// inference-only v2_unit below.
 #include <Python.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include "schemas.h"
@@ -16,4 +21,50 @@ PyObject* PyInit__C(void) {
 }
 }
 
-TORCH_LIBRARY(shufflenet, m) { shufflenet::define_schemas(m); }
+TORCH_LIBRARY(shufflenet, m) {
+  shufflenet::define_schemas(m);
+  shufflenet::define_fused_schemas(m);
+}
+
+namespace {
+
+using OptTensor = c10::optional<at::Tensor>;
+
+// v2_unit has no derivative. With grad mode on, a tensor argument that requires grad
+// is refused here, before any kernel runs, rather than giving an output that silently
+// drops out of the autograd graph; otherwise the call goes on to the device kernel.
+at::Tensor v2_unit_autograd(const at::Tensor& input, const OptTensor& proj_dw_weight, const OptTensor& proj_dw_bias,
+                            const OptTensor& proj_pw_weight, const OptTensor& proj_pw_bias,
+                            const at::Tensor& pw1_weight, const OptTensor& pw1_bias, const at::Tensor& dw_weight,
+                            const OptTensor& dw_bias, const at::Tensor& pw2_weight, const OptTensor& pw2_bias,
+                            int64_t stride) {
+  if (at::GradMode::is_enabled()) {
+    const std::pair<const at::Tensor*, const char*> required[] = {
+        {&input, "input"}, {&pw1_weight, "pw1_weight"}, {&dw_weight, "dw_weight"}, {&pw2_weight, "pw2_weight"}};
+    for (const auto& [t, name] : required) {
+      TORCH_CHECK(!(t->defined() && t->requires_grad()), "v2_unit: ", name,
+                  " requires grad, but v2_unit is an inference-only op with no derivative; call it under "
+                  "torch.no_grad() / torch.inference_mode(), or use the per-op path (pointwise_conv, "
+                  "depthwise_conv2d, concat_shuffle) for training");
+    }
+    const std::pair<const OptTensor*, const char*> optional[] = {
+        {&proj_dw_weight, "proj_dw_weight"}, {&proj_dw_bias, "proj_dw_bias"}, {&proj_pw_weight, "proj_pw_weight"},
+        {&proj_pw_bias, "proj_pw_bias"},     {&pw1_bias, "pw1_bias"},         {&dw_bias, "dw_bias"},
+        {&pw2_bias, "pw2_bias"}};
+    for (const auto& [t, name] : optional) {
+      TORCH_CHECK(!(t->has_value() && (*t)->defined() && (*t)->requires_grad()), "v2_unit: ", name,
+                  " requires grad, but v2_unit is an inference-only op with no derivative; call it under "
+                  "torch.no_grad() / torch.inference_mode(), or use the per-op path for training");
+    }
+  }
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("shufflenet::v2_unit", "")
+                             .typed<decltype(v2_unit_autograd)>();
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op.call(input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias, pw1_weight, pw1_bias, dw_weight,
+                 dw_bias, pw2_weight, pw2_bias, stride);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(shufflenet, Autograd, m) { m.impl("v2_unit", &v2_unit_autograd); }

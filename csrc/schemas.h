@@ -29,4 +29,14 @@ inline void define_schemas(torch::Library& m) {
   m.def("concat_shuffle_backward(Tensor grad_output, int groups, int channels_a) -> (Tensor, Tensor)");
 }
 
+// Fused inference ops: whole units in one call, forward only (no derivative), so not
+// part of the CUDA-on-CPU emulation build's list above.
+inline void define_fused_schemas(torch::Library& m) {
+  // One ShuffleNet V2 unit in eval mode with BN folded (DESIGN.md, "Fused inference op").
+  m.def(
+      "v2_unit(Tensor input, Tensor? proj_dw_weight, Tensor? proj_dw_bias, Tensor? proj_pw_weight, "
+      "Tensor? proj_pw_bias, Tensor pw1_weight, Tensor? pw1_bias, Tensor dw_weight, Tensor? dw_bias, "
+      "Tensor pw2_weight, Tensor? pw2_bias, int stride) -> Tensor");
+}
+
 }  // namespace shufflenet

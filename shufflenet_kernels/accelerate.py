@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .backend import Backend, check_backend
-from .nn.units import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit, _FusedBlock, parse_conv_chain
+from .nn.units import FUSE_UNITS_DEFAULT, ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit, _FusedBlock, parse_conv_chain
 
 __all__ = ["accelerate", "is_v1_unit", "is_v2_unit"]
 
@@ -61,13 +61,17 @@ def _is_conv_bn_relu(module: nn.Module) -> bool:
     return stages is not None and len(stages) == 1 and stages[0].bn is not None
 
 
-def _convert(module: nn.Module, backend: Backend) -> nn.Module | None:
+def _convert(module: nn.Module, backend: Backend, fuse_units: bool) -> nn.Module | None:
     """The fused replacement of ``module``, or None when it is not one we convert."""
     if isinstance(module, _FusedBlock):
         module.backend = backend
+        if isinstance(module, ShuffleV2Unit):
+            module.fuse_units = fuse_units
         return module
     if is_v2_unit(module):
-        return ShuffleV2Unit.from_module(module, backend)
+        unit = ShuffleV2Unit.from_module(module, backend)
+        unit.fuse_units = fuse_units
+        return unit
     if is_v1_unit(module):
         return ShuffleV1Unit.from_module(module, backend)
     if _is_conv_bn_relu(module):
@@ -75,11 +79,11 @@ def _convert(module: nn.Module, backend: Backend) -> nn.Module | None:
     return None
 
 
-def _convert_children(module: nn.Module, backend: Backend) -> None:
+def _convert_children(module: nn.Module, backend: Backend, fuse_units: bool) -> None:
     for name, child in list(module.named_children()):
-        new = _convert(child, backend)
+        new = _convert(child, backend, fuse_units)
         if new is None:
-            _convert_children(child, backend)
+            _convert_children(child, backend, fuse_units)
         elif new is not child:
             setattr(module, name, new)
 
@@ -92,7 +96,11 @@ def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
 
 
 def accelerate(
-    model: nn.Module, backend: Backend = "auto", inplace: bool = False, channels_last: bool = True
+    model: nn.Module,
+    backend: Backend = "auto",
+    inplace: bool = False,
+    channels_last: bool = True,
+    fuse_units: bool = FUSE_UNITS_DEFAULT,
 ) -> nn.Module:
     """Returns ``model`` with its ShuffleNet blocks running on the fused kernels.
 
@@ -128,15 +136,19 @@ def accelerate(
     these kernels, oneDNN and cuDNN are fastest in (on CPU, max pooling of an NCHW
     map is several times slower than of a channels_last one). The results are the
     same; a 4-D output, if the model returns one, comes back in channels_last.
+    fuse_units: run each V2 unit as one ``v2_unit`` call (the whole unit in one pass,
+    BN folded) in eval mode whenever autograd need not reach its weights or input (see
+    ``nn.ShuffleV2Unit``); False keeps the per-op path (one fused op per conv plus
+    ``concat_shuffle``) there too. Training mode is unaffected.
     Returns the converted model (``model`` itself when inplace).
     """
     check_backend(backend)
     if not inplace:
         model = copy.deepcopy(model)
-    root = _convert(model, backend)
+    root = _convert(model, backend, fuse_units)
     if root is not None:  # the model is itself one unit: its layout is the caller's
         return root
-    _convert_children(model, backend)
+    _convert_children(model, backend, fuse_units)
     if channels_last:
         model.register_forward_pre_hook(_to_channels_last)
     return model

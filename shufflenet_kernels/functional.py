@@ -5,7 +5,7 @@ channels_last in -> channels_last out), accepts channel slices of larger tensors
 (``x.chunk(2, 1)[1]``) without copying them, and is differentiable.
 ``backend`` picks the implementation on GPU tensors (see ``shufflenet_kernels.backend``).
 
-The four functions are leaves for ``torch.fx.symbolic_trace`` (``torch.fx.wrap``): a
+The functions are leaves for ``torch.fx.symbolic_trace`` (``torch.fx.wrap``): a
 traced graph calls them, so the implementation is still chosen from the tensors'
 device when the graph runs.
 """
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from . import backend as _backend
-from .backend import Backend
+from .backend import AUTO_CHOICE, Backend, check_backend, has_triton_ops
 
 
 def _pair(v: int | Sequence[int], name: str) -> list[int]:
@@ -92,4 +92,80 @@ def depthwise_conv2d(
     """
     return _backend.op("depthwise_conv2d", backend, input)(
         input, weight, bias, _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"), relu
+    )
+
+
+_V2_UNIT_NAMESPACES: dict[tuple[str, str], str | None] = {}
+
+
+@torch.compiler.assume_constant_result
+def v2_unit_namespace(device_type: str, backend: Backend = "auto") -> str | None:
+    """The op namespace whose ``v2_unit`` runs on ``device_type`` for ``backend``, or None.
+
+    CPU: ``"shufflenet"`` (the C++ kernel). CUDA: the backend asked for when it has a
+    ``v2_unit``, for ``"auto"`` the one ``AUTO_CHOICE`` names (Triton unless it says
+    ``"cuda"``) or else the other. None when no implementation is registered.
+    """
+    key = (device_type, backend)
+    if key not in _V2_UNIT_NAMESPACES:
+        _V2_UNIT_NAMESPACES[key] = _find_v2_unit_namespace(device_type, backend)
+    return _V2_UNIT_NAMESPACES[key]
+
+
+def _find_v2_unit_namespace(device_type: str, backend: Backend) -> str | None:
+    check_backend(backend)
+    if device_type == "cpu":
+        return "shufflenet"
+    if device_type != "cuda":
+        return None
+    available = {
+        "shufflenet": torch._C._dispatch_has_kernel_for_dispatch_key("shufflenet::v2_unit", "CUDA"),
+        "shufflenet_triton": has_triton_ops() and hasattr(torch.ops.shufflenet_triton, "v2_unit"),
+    }
+    if backend == "cuda":
+        order = ["shufflenet"]
+    elif backend == "triton":
+        order = ["shufflenet_triton"]
+    else:
+        order = ["shufflenet", "shufflenet_triton"]
+        if AUTO_CHOICE.get("v2_unit", "triton") != "cuda":
+            order.reverse()
+    return next((ns for ns in order if available[ns]), None)
+
+
+@torch.fx.wrap
+def v2_unit(
+    input: Tensor,
+    proj_dw_weight: Tensor | None,
+    proj_dw_bias: Tensor | None,
+    proj_pw_weight: Tensor | None,
+    proj_pw_bias: Tensor | None,
+    pw1_weight: Tensor,
+    pw1_bias: Tensor | None,
+    dw_weight: Tensor,
+    dw_bias: Tensor | None,
+    pw2_weight: Tensor,
+    pw2_bias: Tensor | None,
+    stride: int,
+    *,
+    backend: Backend = "auto",
+) -> Tensor:
+    """One ShuffleNet V2 unit (torchvision's ``InvertedResidual``, eval mode, BN folded) in one call.
+
+    stride 1: input ``[N, 2B, H, W]``; ``x1, x2`` = its channel halves;
+    ``y = pointwise_conv(depthwise_conv2d(pointwise_conv(x2, pw1, relu), dw, 3x3 s1 p1), pw2, relu)``;
+    returns ``concat_shuffle(x1, y, 2)``, ``[N, 2B, H, W]``. The ``proj_*`` arguments are None.
+    stride 2: input ``[N, C, H, W]``; ``p = pointwise_conv(depthwise_conv2d(input, proj_dw, s2), proj_pw, relu)``,
+    ``y`` as above on the whole input with the depthwise conv at stride 2; returns
+    ``concat_shuffle(p, y, 2)``, ``[N, 2*pw2_weight.size(0), ceil(H/2), ceil(W/2)]``.
+    Weights in ``nn.Conv2d`` layout (1x1: ``[C_out, C_in, 1, 1]``, depthwise ``[C, 1, 3, 3]``),
+    biases ``[C_out]`` or None. Output in the input's memory format. Inference only: raises
+    when a tensor argument requires grad while grad mode is on.
+    """
+    namespace = "shufflenet" if input.device.type == "cpu" else v2_unit_namespace(input.device.type, backend)
+    if namespace is None:
+        raise RuntimeError(f"v2_unit: no implementation for {input.device.type} tensors with backend={backend!r}")
+    return getattr(torch.ops, namespace).v2_unit(
+        input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias, pw1_weight, pw1_bias, dw_weight, dw_bias,
+        pw2_weight, pw2_bias, stride,
     )

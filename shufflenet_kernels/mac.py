@@ -42,6 +42,7 @@ __all__ = [
     "numel",
     "pointwise_conv_backward_cost",
     "pointwise_conv_cost",
+    "v2_unit_cost",
 ]
 
 
@@ -268,6 +269,52 @@ def depthwise_conv2d_backward_cost(
         flops += y * kh * kw
     if want_bias:
         elems += c
+    return Cost(elems * elem_size, flops)
+
+
+# ---- fused units ---------------------------------------------------------------------
+
+
+def v2_unit_cost(
+    input_shape: Sequence[int],
+    out_channels: int,
+    stride: int,
+    elem_size: int,
+    *,
+    mid_channels: int | None = None,
+    bias: bool = True,
+) -> Cost:
+    """``v2_unit``: one ShuffleNet V2 unit, BN folded, input ``[N, C, H, W]`` -> ``[N, out_channels, H', W']``.
+
+    The fused op reads its input once and writes its output once; nothing in between
+    goes to memory. So MAC = input (N*C*H*W; with stride 1 both halves: the kept half is
+    copied, the other feeds the branch) + output (N*out_channels*H'*W', H' = ceil(H/stride))
+    + every weight once: with B = out_channels/2, branch input C_b (C/2 with stride 1, C with
+    stride 2) and M = ``mid_channels`` (default B): 1x1 ``M*C_b``, depthwise ``9*M``, 1x1 ``B*M``,
+    and with stride 2 the projection's depthwise ``9*C_b`` and 1x1 ``B*C_b``; plus a bias per
+    conv output channel when ``bias`` (BN folded gives each conv one).
+    FLOPs (multiply-adds): ``H*W*C_b*M + H'*W'*(9*M + M*B)`` per image, plus ``H'*W'*(9*C_b + C_b*B)``
+    for the projection.
+    """
+    n, c, h, w = _check_nchw(input_shape, "input_shape")
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    if out_channels <= 0 or out_channels % 2:
+        raise ValueError(f"out_channels ({out_channels}) must be positive and even")
+    half = out_channels // 2
+    if stride == 1 and c != out_channels:
+        raise ValueError(f"with stride 1, the input channels ({c}) must equal out_channels ({out_channels})")
+    branch = c if stride == 2 else c // 2
+    mid = half if mid_channels is None else int(mid_channels)
+    ho, wo = conv_output_hw(h, w, (3, 3), (stride, stride), (1, 1), (1, 1))
+    weights = mid * branch + 9 * mid + half * mid
+    biases = 2 * mid + half
+    flops = n * (h * w * branch * mid + ho * wo * (9 * mid + mid * half))
+    if stride == 2:
+        weights += 9 * branch + half * branch
+        biases += branch + half
+        flops += n * ho * wo * (9 * branch + branch * half)
+    elems = n * c * h * w + n * out_channels * ho * wo + weights + (biases if bias else 0)
     return Cost(elems * elem_size, flops)
 
 

@@ -9,6 +9,10 @@ registered there too. This module adds, for every op:
 * an autograd formula whose backward calls other custom ops (never raw kernels),
   so the backward is traceable too.
 
+The fused inference op ``v2_unit`` has a fake kernel and no autograd formula: its
+Autograd kernel (C++, ``csrc/ops.cpp``) refuses tensors that require grad while grad
+mode is on.
+
 ``register_autograd_for(namespace)`` is reused by the Triton ops
 (``shufflenet_triton``), which share the schemas.
 """
@@ -16,7 +20,7 @@ registered there too. This module adds, for every op:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -163,6 +167,97 @@ def check_depthwise_conv2d_args(
         torch._check(bias.dim() == 1 and bias.shape[0] == channels,
                      lambda: f"{op}: bias must have shape [{channels}], got {tuple(bias.shape)}")
     return out[0], out[1]
+
+
+class V2UnitShape(NamedTuple):
+    """Sizes of a ``v2_unit`` call (``V2UnitShape`` in csrc/common/checks.h)."""
+
+    n: Any
+    h_out: Any
+    w_out: Any
+    c_branch: Any  # channels entering the branch's first 1x1 conv (and the projection)
+    c_mid: Any  # first 1x1 conv's outputs = depthwise channels
+    c_half: Any  # second 1x1 conv's outputs = half the output channels
+
+
+def _check_v2_weight(input: Tensor, weight: Tensor, name: str, expected: tuple, what: str) -> None:
+    op = "v2_unit"
+    torch._check(weight.dim() == 4, lambda: f"{op}: {name} must be 4-D, got {weight.dim()}-D tensor of shape "
+                 f"{tuple(weight.shape)}")
+    _check_same(input, weight, op, name)
+    torch._check(tuple(weight.shape) == tuple(expected),
+                 lambda: f"{op}: {name} must have shape {list(expected)} ({what}), got {list(weight.shape)}")
+
+
+def _check_v2_bias(input: Tensor, bias: Tensor | None, name: str, size: Any) -> None:
+    if bias is None:
+        return
+    _check_same(input, bias, "v2_unit", name)
+    torch._check(bias.dim() == 1 and bias.shape[0] == size,
+                 lambda: f"v2_unit: {name} must have shape [{size}], got {list(bias.shape)}")
+
+
+def check_v2_unit_args(
+    input: Tensor,
+    proj_dw_weight: Tensor | None,
+    proj_dw_bias: Tensor | None,
+    proj_pw_weight: Tensor | None,
+    proj_pw_bias: Tensor | None,
+    pw1_weight: Tensor,
+    pw1_bias: Tensor | None,
+    dw_weight: Tensor,
+    dw_bias: Tensor | None,
+    pw2_weight: Tensor,
+    pw2_bias: Tensor | None,
+    stride: int,
+) -> V2UnitShape:
+    """Validates ``v2_unit``'s arguments (``check_v2_unit_args`` in C++); returns its sizes."""
+    op = "v2_unit"
+    torch._check(input.dim() == 4, lambda: f"{op}: input must be 4-D, got {input.dim()}-D tensor of shape "
+                 f"{tuple(input.shape)}")
+    _check_dtype(input, op, "input")
+    torch._check(stride in (1, 2), lambda: f"{op}: stride must be 1 or 2, got {stride}")
+    n, channels, h, w = input.shape
+    torch._check(h >= 1 and w >= 1, lambda: f"{op}: input spatial size {list(input.shape[2:])} must be at least 1x1")
+    proj = {"proj_dw_weight": proj_dw_weight, "proj_dw_bias": proj_dw_bias, "proj_pw_weight": proj_pw_weight,
+            "proj_pw_bias": proj_pw_bias}
+    projection = stride == 2
+    if not projection:
+        for name, t in proj.items():
+            torch._check(t is None, lambda name=name: f"{op}: {name} must be None with stride 1 (the unit has no "
+                         "projection branch)")
+        torch._check(channels % 2 == 0, lambda: f"{op}: with stride 1 the input channels ({channels}) must be even "
+                     "(the unit splits them in two halves)")
+    else:
+        torch._check(proj_dw_weight is not None, lambda: f"{op}: proj_dw_weight must be given with stride 2")
+        torch._check(proj_pw_weight is not None, lambda: f"{op}: proj_pw_weight must be given with stride 2")
+    c_branch = channels if projection else channels // 2
+    torch._check(c_branch > 0, lambda: f"{op}: input must have at least {1 if projection else 2} channels, "
+                 f"got {channels}")
+    torch._check(pw1_weight.dim() == 4, lambda: f"{op}: pw1_weight must be 4-D, got {pw1_weight.dim()}-D tensor")
+    c_mid = pw1_weight.shape[0]
+    torch._check(c_mid > 0, lambda: f"{op}: pw1_weight must have at least one output channel")
+    _check_v2_weight(input, pw1_weight, "pw1_weight", (c_mid, c_branch, 1, 1), "[C_mid, C_in, 1, 1]" if projection
+                     else "[C_mid, C_in/2, 1, 1]")
+    _check_v2_bias(input, pw1_bias, "pw1_bias", c_mid)
+    _check_v2_weight(input, dw_weight, "dw_weight", (c_mid, 1, 3, 3),
+                     "[C_mid, 1, 3, 3]: a 3x3 depthwise weight over pw1_weight's outputs")
+    _check_v2_bias(input, dw_bias, "dw_bias", c_mid)
+    torch._check(pw2_weight.dim() == 4, lambda: f"{op}: pw2_weight must be 4-D, got {pw2_weight.dim()}-D tensor")
+    c_half = pw2_weight.shape[0] if projection else c_branch
+    torch._check(c_half > 0, lambda: f"{op}: pw2_weight must have at least one output channel")
+    _check_v2_weight(input, pw2_weight, "pw2_weight", (c_half, c_mid, 1, 1),
+                     "[C_out/2, C_mid, 1, 1]" if projection else "[C_in/2, C_mid, 1, 1]")
+    _check_v2_bias(input, pw2_bias, "pw2_bias", c_half)
+    if projection:
+        assert proj_dw_weight is not None and proj_pw_weight is not None
+        _check_v2_weight(input, proj_dw_weight, "proj_dw_weight", (c_branch, 1, 3, 3),
+                         "[C_in, 1, 3, 3]: a 3x3 depthwise weight over the input")
+        _check_v2_bias(input, proj_dw_bias, "proj_dw_bias", c_branch)
+        _check_v2_weight(input, proj_pw_weight, "proj_pw_weight", (c_half, c_branch, 1, 1), "[C_out/2, C_in, 1, 1]")
+        _check_v2_bias(input, proj_pw_bias, "proj_pw_bias", c_half)
+    return V2UnitShape(n, conv_output_size(h, 3, stride, 1, 1), conv_output_size(w, 3, stride, 1, 1),
+                       c_branch, c_mid, c_half)
 
 
 def check_grad_output(grad_output: Tensor, sizes: Sequence[Any], like: Tensor, op: str) -> None:
@@ -326,6 +421,25 @@ def _register_fakes() -> None:
         gw = weight.new_empty(weight.shape) if output_mask[1] else _not_requested(weight)
         gb = weight.new_empty((weight.shape[0],)) if output_mask[2] else _not_requested(weight)
         return gi, gw, gb
+
+    @torch.library.register_fake("shufflenet::v2_unit")
+    def _v2_unit_fake(
+        input: Tensor,
+        proj_dw_weight: Tensor | None,
+        proj_dw_bias: Tensor | None,
+        proj_pw_weight: Tensor | None,
+        proj_pw_bias: Tensor | None,
+        pw1_weight: Tensor,
+        pw1_bias: Tensor | None,
+        dw_weight: Tensor,
+        dw_bias: Tensor | None,
+        pw2_weight: Tensor,
+        pw2_bias: Tensor | None,
+        stride: int,
+    ) -> Tensor:
+        shape = check_v2_unit_args(input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias, pw1_weight,
+                                   pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias, stride)
+        return _empty((shape.n, 2 * shape.c_half, shape.h_out, shape.w_out), input)
 
 
 # ---- autograd ----------------------------------------------------------------

@@ -51,6 +51,43 @@ def concat_shuffle(a: Tensor, b: Tensor, groups: int) -> Tensor:
     return channel_shuffle(torch.cat([a, b], 1), groups)
 
 
+def v2_unit(
+    input: Tensor,
+    proj_dw_weight: Tensor | None,
+    proj_dw_bias: Tensor | None,
+    proj_pw_weight: Tensor | None,
+    proj_pw_bias: Tensor | None,
+    pw1_weight: Tensor,
+    pw1_bias: Tensor | None,
+    dw_weight: Tensor,
+    dw_bias: Tensor | None,
+    pw2_weight: Tensor,
+    pw2_bias: Tensor | None,
+    stride: int,
+) -> Tensor:
+    """One ShuffleNet V2 unit with BN folded (the ``v2_unit`` op), from ``F.conv2d``.
+
+    stride 1: input ``[N, 2B, H, W]``, ``x1, x2 = input.chunk(2, 1)``,
+    ``y = relu(pw2(dw(relu(pw1(x2)))))``, output ``concat_shuffle(x1, y, 2)``.
+    stride 2: ``p = relu(proj_pw(proj_dw(input, stride 2)))``, ``y`` as above on the whole
+    input with the depthwise conv at stride 2, output ``concat_shuffle(p, y, 2)``, of
+    spatial size ``ceil(H/2) x ceil(W/2)``. Depthwise convs are 3x3 with padding 1, no ReLU.
+    """
+
+    def branch(x: Tensor) -> Tensor:
+        y = pointwise_conv(x, pw1_weight, pw1_bias, 1, 1, True)
+        y = depthwise_conv2d(y, dw_weight, dw_bias, (stride, stride), (1, 1))
+        return pointwise_conv(y, pw2_weight, pw2_bias, 1, 1, True)
+
+    if stride == 1:
+        x1, x2 = input.chunk(2, dim=1)
+        return concat_shuffle(x1, branch(x2), 2)
+    assert proj_dw_weight is not None and proj_pw_weight is not None, "stride 2 needs the projection weights"
+    p = depthwise_conv2d(input, proj_dw_weight, proj_dw_bias, (stride, stride), (1, 1))
+    p = pointwise_conv(p, proj_pw_weight, proj_pw_bias, 1, 1, True)
+    return concat_shuffle(p, branch(input), 2)
+
+
 class ChannelShuffle(nn.Module):
     """Reference channel shuffle module."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 import shufflenet_kernels as sk
+import shufflenet_kernels.functional as SF
 from shufflenet_kernels import models, reference
 from shufflenet_kernels.accelerate import is_v1_unit, is_v2_unit
 from shufflenet_kernels.nn import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit
@@ -193,7 +195,10 @@ def test_accelerated_model_fx_symbolic_trace(make, train: bool) -> None:
     (the graph calls the BN fold and the shuffled-order batch norm on the live modules)."""
     torch.manual_seed(0)
     fast = sk.accelerate(randomize(make())).train(train)
-    traced = torch.fx.symbolic_trace(copy.deepcopy(fast))
+    # In eval mode the graph is traced for inference (no_grad): the V2 units are fused
+    # there, as in the eager calls below (see test_fused_units_fx_graph).
+    with torch.no_grad() if not train else contextlib.nullcontext():
+        traced = torch.fx.symbolic_trace(copy.deepcopy(fast))
     assert isinstance(traced, torch.fx.GraphModule)
     # The graph starts at forward(): the channels_last entry hook is not part of it,
     # so it gets the channels_last input the hook would give the model.
@@ -227,7 +232,8 @@ def test_accelerated_unit_fx_symbolic_trace(make, train: bool) -> None:
 def test_accelerated_model_fx_trace_follows_parameter_changes() -> None:
     """The folded weights are computed by the graph, not frozen at trace time."""
     fast = sk.accelerate(randomize(models.reference_shufflenet_v2(0.5, 10))).eval()
-    traced = torch.fx.symbolic_trace(fast)  # shares fast's modules
+    with torch.no_grad():  # an inference graph, like the calls below
+        traced = torch.fx.symbolic_trace(fast)  # shares fast's modules
     x = torch.randn(1, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         before = traced(x)
@@ -251,3 +257,81 @@ def test_accelerated_model_torch_export(make) -> None:
     torch.testing.assert_close(ye, y, **TOL)
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
     assert any(t.startswith("shufflenet.") for t in targets), sorted(targets)
+
+
+# ---- fused V2 units (fuse_units) -------------------------------------------------------
+
+TV_V2 = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0"]
+
+
+def _fused_unit_calls(model: nn.Module, x: Tensor) -> int:
+    """How many v2_unit calls an inference forward of ``model`` makes (its fx graph, traced
+    under no_grad, holds one leaf call per fused unit)."""
+    with torch.no_grad():
+        graph = torch.fx.symbolic_trace(model).graph
+    return sum(1 for n in graph.nodes if n.op == "call_function" and n.target is SF.v2_unit)
+
+
+@pytest.mark.parametrize("name", TV_V2)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("fuse_units", [True, False], ids=["fused", "per-op"])
+def test_accelerate_torchvision_fused_units(name: str, layout: str, fuse_units: bool) -> None:
+    """Eval mode, fp32: every V2 unit as one v2_unit call (or, fuse_units=False, the
+    per-op path) gives torchvision's output within 1e-4, in both layouts."""
+    tv = _torchvision()
+    model = randomize(getattr(tv.models, name)(num_classes=10)).eval()
+    fast = sk.accelerate(model, fuse_units=fuse_units, channels_last=layout == "channels_last").eval()
+    units = [m for m in fast.modules() if isinstance(m, ShuffleV2Unit)]
+    assert len(units) == 16 and all(u.fuse_units == fuse_units for u in units)
+    x = torch.randn(2, 3, 64, 64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    eval_close(model, fast, x)
+    assert _fused_unit_calls(fast, x) == (16 if fuse_units else 0)
+
+
+def test_fused_units_only_in_inference() -> None:
+    """Training mode, and eval mode with autograd reaching the parameters or the input,
+    take the per-op path (gradients flow); the fused op runs under no_grad."""
+    ref = randomize(reference.ShuffleV2Unit(24, 48, 2))
+    fast = sk.accelerate(ref, fuse_units=True)
+    x = torch.randn(2, 24, 8, 8)
+    check_step(ref, fast, x, train=True)
+    check_step(ref, fast, x, train=False)  # eval with grad: gradients w.r.t. parameters
+    fast.eval()
+    frozen = copy.deepcopy(fast).requires_grad_(False)
+    xg = x.clone().requires_grad_(True)
+    frozen(xg).sum().backward()  # the input needs grad: per-op path
+    assert xg.grad is not None
+    with torch.no_grad():
+        assert _fused_unit_calls(fast, x) == 1
+    traced_with_grad = torch.fx.symbolic_trace(fast)  # grad on, parameters require grad
+    assert not any(n.target is SF.v2_unit for n in traced_with_grad.graph.nodes)
+
+
+@pytest.mark.parametrize("name", TV_V2[:1])
+def test_accelerated_fused_model_compiles(name: str) -> None:
+    """torch.compile(fullgraph=True) of the accelerated model with fused units (eval,
+    no_grad) gives torchvision's output."""
+    tv = _torchvision()
+    torch._dynamo.reset()
+    model = randomize(getattr(tv.models, name)(num_classes=10)).eval()
+    fast = sk.accelerate(model, fuse_units=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = torch.compile(fast, fullgraph=True)(x)
+        torch.testing.assert_close(out, model(x), **TOL)
+
+
+def test_accelerated_fused_model_exports() -> None:
+    """torch.export of the accelerated torchvision model (eval, no_grad): the exported
+    program holds one v2_unit per unit and computes torchvision's output."""
+    tv = _torchvision()
+    model = randomize(tv.models.shufflenet_v2_x0_5(num_classes=10)).eval()
+    fast = sk.accelerate(model, fuse_units=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        exported = torch.export.export(fast, (x,))
+        torch.testing.assert_close(exported.module()(x), model(x), **TOL)
+    calls = [n for n in exported.graph.nodes if str(n.target) == "shufflenet.v2_unit.default"]
+    assert len(calls) == 16

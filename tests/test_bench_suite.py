@@ -158,6 +158,63 @@ def test_report_from_small_json(tmp_path: Path) -> None:
     assert summary[0][:5] == ["channel_shuffle", "fwd", "kernel_cpu", 1, pytest.approx(2.0)]
 
 
+def test_roofline_and_guideline_trend(tmp_path: Path) -> None:
+    # A pointwise case: 1e6 multiply-adds over 1e6 bytes in 1 ms (2 FLOP/byte, 2 GFLOP/s), its copy at 4 GB/s.
+    recs = [
+        _record("pw[a]", "eager", "eager", 1e-3, 10**6, family="pointwise_conv", flops=10**6),
+        _record("pw[a]", "copy", "copy", 2.5e-4, 10**6, family="pointwise_conv", flops=10**6),
+    ]
+    add_derived(recs)
+    guide = []
+    for i, (row, paper, median) in enumerate((("1:1", 80.0, 1e-2), ("1:2", 60.0, 2e-2))):
+        for provider, role in (("eager", "eager"), ("kernels", "kernel")):
+            r = _record(
+                f"guideline_G1[{row}-x1]",
+                provider,
+                role,
+                median / (2 if provider == "kernels" else 1),
+                10**6,
+                family="guideline_G1",
+                flops=10**6 * (i + 1),
+                paper=paper,
+                paper_unit="images/s",
+                structure="s",
+            )
+            r["params"]["width"] = 1
+            guide.append(r)
+    doc = {
+        "machine_info": {"device": "cpu", "cpu_name": "test cpu", "num_threads": 1},
+        "commit_info": {"id": "abc"},
+        "benchmarks": [*recs, *guide],
+        "datetime": "2025-01-01T00:00:00",
+        "version": "5.1.0",
+        "shufflenet_bench": {
+            "settings": {"quick": True},
+            "skipped": [],
+            "peaks": {
+                "gemm": [{"dtype": "float32", "n": 64, "median_s": 1.0, "gflops": 50.0}],
+                "copy": {"buffer_bytes": 2**20, "bytes": 2**21, "median_s": 1.0, "gbps": 3.0},
+            },
+        },
+    }
+    (pt,) = report.roofline_points(doc, "pointwise_conv")
+    assert pt["intensity"] == pytest.approx(2.0) and pt["gflops"] == pytest.approx(2.0)
+    bw, source, gemm = report.roofline_ceilings(doc, "pointwise_conv")
+    assert bw == pytest.approx(4.0) and "copy" in source and gemm == {"float32": 50.0}
+    bw, source, _ = report.roofline_ceilings(doc, "units")  # no copy of its own: the run's large copy
+    assert bw == pytest.approx(3.0) and "1 MiB" in source
+    written = report.write_report(doc, tmp_path, plots=_has_matplotlib())
+    text = (tmp_path / "report.md").read_text()
+    assert "square GEMM float32 50.0 GFLOP/s" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 1:2 |"))
+    # Measured 50 batches/s against 100 in row 1 (0.50); the paper 60 against 80 (0.75).
+    assert row.endswith("| 0.50 | 0.75 |")
+    if _has_matplotlib():
+        names = {p.name for p in written}
+        assert {"roofline_pointwise_conv.png", "guidelines_trend.png"} <= names
+        assert "roofline_guideline_G1.png" not in names and "roofline_channel_shuffle.png" not in names
+
+
 def test_tiny_cpu_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = [
@@ -184,6 +241,9 @@ def test_tiny_cpu_run_end_to_end(tmp_path: Path) -> None:
     doc = json.loads((out / "results.json").read_text())
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= doc.keys()
     assert doc["machine_info"]["torch_version"] == torch.__version__
+    peaks = doc["shufflenet_bench"]["peaks"]
+    assert peaks["gemm"][0]["dtype"] == "float32" and peaks["gemm"][0]["gflops"] > 0
+    assert peaks["copy"]["gbps"] > 0
     by_provider = {b["extra_info"]["provider"]: b for b in doc["benchmarks"]}
     assert {"eager", "eager_native", "copy"} <= by_provider.keys()
     for b in doc["benchmarks"]:

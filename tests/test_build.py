@@ -32,6 +32,9 @@ OPS = (
     "depthwise_conv2d_backward",
 )
 FORWARD_OPS = ("channel_shuffle", "concat_shuffle", "pointwise_conv", "depthwise_conv2d")
+# Fused inference ops: a CPU and a fake kernel, and an Autograd kernel that refuses
+# tensors requiring grad (no derivative).
+FUSED_OPS = ("v2_unit",)
 
 EXPECT_CUDA = os.environ.get("SHUFFLENET_EXPECT_CUDA") == "1"
 EXPECT_TRITON = os.environ.get("SHUFFLENET_EXPECT_TRITON") == "1"
@@ -69,23 +72,23 @@ def test_extension_is_abi3() -> None:
 
 @needs_native
 def test_namespace_has_exactly_the_ops() -> None:
-    assert _ops_in("shufflenet") == set(OPS)
+    assert _ops_in("shufflenet") == set(OPS) | set(FUSED_OPS)
 
 
 @needs_native
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", OPS + FUSED_OPS)
 def test_cpu_kernel_registered(op: str) -> None:
     assert _has_kernel(op, "CPU"), f"shufflenet::{op} has no CPU kernel"
 
 
 @needs_native
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", OPS + FUSED_OPS)
 def test_fake_kernel_registered(op: str) -> None:
     assert _has_kernel(op, "Meta"), f"shufflenet::{op} has no fake (Meta) kernel"
 
 
 @needs_native
-@pytest.mark.parametrize("op", FORWARD_OPS)
+@pytest.mark.parametrize("op", FORWARD_OPS + FUSED_OPS)
 def test_autograd_registered(op: str) -> None:
     assert _has_kernel(op, "Autograd"), f"shufflenet::{op} has no autograd formula"
 
@@ -101,10 +104,10 @@ def test_cuda_kernels_registered() -> None:
 @needs_native
 @pytest.mark.skipif(not EXPECT_TRITON, reason="set SHUFFLENET_EXPECT_TRITON=1 where Triton is installed")
 def test_triton_ops_registered() -> None:
-    """The 7 ops exist in ``shufflenet_triton`` with fake kernels, autograd on the forward
-    ops, and the arguments of the ``shufflenet`` schemas in the same order."""
+    """The 7 ops (and the fused ``v2_unit``) exist in ``shufflenet_triton`` with fake kernels,
+    autograd on the forward ops, and the arguments of the ``shufflenet`` schemas in the same order."""
     assert shufflenet_kernels.has_triton_ops(), "torch.ops.shufflenet_triton is not registered"
-    assert _ops_in("shufflenet_triton") == set(OPS)
+    assert _ops_in("shufflenet_triton") == set(OPS) | {"v2_unit"}
     ns = "shufflenet_triton"
     assert not [op for op in OPS if not _has_kernel(op, "Meta", ns)], "ops without a fake kernel"
     assert not [op for op in FORWARD_OPS if not _has_kernel(op, "Autograd", ns)], "ops without autograd"

@@ -137,3 +137,34 @@ def test_arithmetic_intensity_and_sum() -> None:
     assert (a + mac.Cost(100, 0)) == mac.Cost(200, 50)
     assert a.arithmetic_intensity == 0.5
     assert mac.Cost(0, 0).arithmetic_intensity == 0.0
+
+
+def test_v2_unit_stride1() -> None:
+    # N=2, [2, 8, 5, 5] -> [2, 8, 5, 5], B = 4: input 400 read, output 400 written once;
+    # weights 1x1 4*4 + dw 9*4 + 1x1 4*4 = 68, biases 4 + 4 + 4 = 12.
+    # FLOPs: 2 * (25*4*4 + 25*(9*4 + 4*4)) = 2 * (400 + 1300) = 3400.
+    cost = mac.v2_unit_cost((2, 8, 5, 5), 8, 1, 4)
+    assert cost == mac.Cost(mac_bytes=(400 + 400 + 68 + 12) * 4, flops=3400)
+    assert mac.v2_unit_cost((2, 8, 5, 5), 8, 1, 2, bias=False).mac_bytes == (400 + 400 + 68) * 2
+    # The fused op moves less than the per-op path, which also writes and re-reads
+    # the branch's three intermediate maps and copies the kept half through concat_shuffle.
+    per_op = (
+        mac.pointwise_conv_cost((2, 4, 5, 5), 4, 1, 4, bias=True)
+        + mac.depthwise_conv2d_cost((2, 4, 5, 5), (3, 3), 4, padding=(1, 1), bias=True)
+        + mac.pointwise_conv_cost((2, 4, 5, 5), 4, 1, 4, bias=True)
+        + mac.concat_shuffle_cost((2, 4, 5, 5), (2, 4, 5, 5), 4)
+    )
+    assert per_op.flops == cost.flops
+    assert per_op.mac_bytes - cost.mac_bytes == 3 * 2 * 200 * 4  # 3 maps of 200 written + read
+
+
+def test_v2_unit_stride2() -> None:
+    # [1, 6, 7, 7] -> [1, 10, 4, 4], B = 5, mid 3: input 294, output 160;
+    # weights: 1x1 3*6 + dw 9*3 + 1x1 5*3 + proj dw 9*6 + proj 1x1 5*6 = 144; biases 3+3+5+6+5 = 22.
+    # FLOPs: 49*6*3 + 16*(27 + 15) + 16*(54 + 30) = 882 + 672 + 1344 = 2898.
+    cost = mac.v2_unit_cost((1, 6, 7, 7), 10, 2, 4, mid_channels=3)
+    assert cost == mac.Cost(mac_bytes=(294 + 160 + 144 + 22) * 4, flops=2898)
+    with pytest.raises(ValueError, match="stride"):
+        mac.v2_unit_cost((1, 6, 7, 7), 10, 3, 4)
+    with pytest.raises(ValueError, match="must equal"):
+        mac.v2_unit_cost((1, 6, 7, 7), 10, 1, 4)

@@ -7,7 +7,8 @@ importable; without Triton it registers nothing and ``HAS_TRITON`` is False.
 
 One module per op family: ``channel_shuffle`` (channel_shuffle, concat_shuffle,
 concat_shuffle_backward), ``pointwise`` (pointwise_conv and its backward),
-``depthwise`` (depthwise_conv2d and its backward); ``_common`` holds shared helpers.
+``depthwise`` (depthwise_conv2d and its backward), ``v2_unit`` (the fused inference
+ShuffleNet V2 unit, no autograd); ``_common`` holds shared helpers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,6 @@ def _already_registered() -> bool:
 if HAS_TRITON and not _already_registered():
     from shufflenet_kernels.ops import register_autograd_for
 
-    from . import channel_shuffle, depthwise, pointwise  # noqa: F401  (registers the ops)
+    from . import channel_shuffle, depthwise, pointwise, v2_unit  # noqa: F401  (registers the ops)
 
     register_autograd_for("shufflenet_triton")

@@ -13,7 +13,9 @@ spill bytes (from ptxas), shared memory, and whether it fits one SM.
 Run as ``python -m shufflenet_kernels.triton_kernels.aot`` with ``TRITON_INTERPRET``
 unset (the interpreter replaces ``triton.jit``). ``--cases MODULE`` names a module
 with ``shuffle_cases()``, ``concat_cases()``, ``pointwise_cases()`` and
-``depthwise_cases()`` (default ``tests.cases``, the shapes of the test suite).
+``depthwise_cases()`` (default ``tests.cases``, the shapes of the test suite); the
+fused ``v2_unit`` kernel is recorded on ``_V2_UNIT_CASES``. ``--kernel NAME`` compiles
+only that kernel's specializations.
 """
 
 from __future__ import annotations
@@ -87,9 +89,9 @@ class _Recorder:
 
 @contextlib.contextmanager
 def _recording() -> Iterator[_Recorder]:
-    from . import _common, channel_shuffle, depthwise, pointwise
+    from . import _common, channel_shuffle, depthwise, pointwise, v2_unit
 
-    modules = (_common, channel_shuffle, depthwise, pointwise)
+    modules = (_common, channel_shuffle, depthwise, pointwise, v2_unit)
     recorder = _Recorder()
     saved = [(m, m.launch, getattr(m, "num_sms", None)) for m in modules]
     try:
@@ -138,6 +140,8 @@ def record_launches(cases: Any) -> list[tuple[Any, tuple, dict]]:
                 _pointwise(ops, case, dtype)
             for case in cases.depthwise_cases():
                 _depthwise(ops, case, dtype)
+            for stride, c_in, branch, hw in _V2_UNIT_CASES:
+                _v2_unit(ops, stride, c_in, branch, hw, dtype)
     return rec.launches
 
 
@@ -168,6 +172,22 @@ def _depthwise(ops: Any, case: Any, dtype: torch.dtype) -> None:
             y = ops.depthwise_conv2d(x, w, b, *conv, relu)
             for mask in _MASKS:
                 ops.depthwise_conv2d_backward(y, x, w, y if relu else None, *conv, mask)
+
+
+# The fused V2 unit's tile and blocks do not depend on the widths: one case per stride
+# (V2 x1.0 stage 3: a stride-2 unit from 116 channels, then the stride-1 units).
+_V2_UNIT_CASES = ((1, 232, 116, 14), (2, 116, 116, 28))  # (stride, C_in, B, H = W)
+
+
+def _v2_unit(ops: Any, stride: int, c_in: int, branch: int, hw: int, dtype: torch.dtype) -> None:
+    def z(*sizes: int) -> torch.Tensor:
+        return torch.zeros(sizes, dtype=dtype)
+
+    k1 = branch if stride == 1 else c_in
+    proj = (z(c_in, 1, 3, 3), z(c_in), z(branch, c_in, 1, 1), z(branch)) if stride == 2 else (None,) * 4
+    weights = (z(branch, k1, 1, 1), z(branch), z(branch, 1, 3, 3), z(branch), z(branch, branch, 1, 1), z(branch))
+    for layout in ("nchw", "nhwc"):
+        ops.v2_unit(_to_layout(z(2, c_in, hw, hw), layout), *proj, *weights, stride)
 
 
 # ---- binding and deduplication ------------------------------------------------------
@@ -246,6 +266,8 @@ _GEOMETRY = ("KH", "KW", "SH", "SW", "DH", "DW")
 
 
 _STRIDE = re.compile(r"_s[a-z]$")
+# Constexprs other than BLOCK_* that shape a kernel's tile (see ``representatives``).
+_TILE_CONSTEXPRS = ("STRIDE",)
 
 
 def _unit_strides(s: Spec) -> tuple[str, ...]:
@@ -258,7 +280,8 @@ def _unit_strides(s: Spec) -> tuple[str, ...]:
 def representatives(specs: list[Spec], per_layout: bool = False) -> list[Spec]:
     """One specialization per (kernel, tile constexprs, warps, stages, pointer dtypes).
 
-    What sets a kernel's registers and shared memory is its tile (``BLOCK_*``), warps,
+    What sets a kernel's registers and shared memory is its tile (``BLOCK_*``, and
+    ``_TILE_CONSTEXPRS`` such as the fused unit's ``STRIDE``), warps,
     pipeline stages and element types; the other constexprs (epilogue flags, conv
     geometry) and the runtime-int specializations (== 1, 16-divisible) add or remove
     some work around the same tile. Of each group the one doing the most is kept:
@@ -270,7 +293,7 @@ def representatives(specs: list[Spec], per_layout: bool = False) -> list[Spec]:
     """
     groups: dict[tuple, list[Spec]] = {}
     for s in specs:
-        tile = tuple((k, v) for k, v in s.real.items() if k.startswith("BLOCK"))
+        tile = tuple((k, v) for k, v in s.real.items() if k.startswith("BLOCK") or k in _TILE_CONSTEXPRS)
         ptrs = tuple(sorted({t for t in s.signature.values() if t.startswith("*")}))
         layout = _unit_strides(s) if per_layout else ()
         groups.setdefault((s.kernel, tile, s.options["num_warps"], s.options["num_stages"], ptrs, layout), []).append(s)
@@ -397,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every-constexpr", action="store_true",
                         help="compile every distinct constexpr set, not one per tile (about 8x longer)")
     parser.add_argument("--per-layout", action="store_true", help="one specialization per tile and layout")
+    parser.add_argument("--kernel", action="append", help="compile only this kernel (repeatable)")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("TRITON_INTERPRET=1: kernels are interpreted, nothing to compile", file=sys.stderr)
@@ -405,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     launches = record_launches(importlib.import_module(args.cases))
     bound = specializations(launches, args.arch)
     specs = every_constexpr(bound) if args.every_constexpr else representatives(bound, args.per_layout)
+    if args.kernel:
+        specs = [s for s in specs if s.kernel in args.kernel]
     if args.limit is not None:
         specs = specs[: args.limit]
     recorded = time.perf_counter() - start

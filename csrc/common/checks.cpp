@@ -131,6 +131,88 @@ std::array<int64_t, 2> check_depthwise_conv2d_args(
   return out;
 }
 
+namespace {
+
+bool given(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+// A v2_unit weight: 4-D of the expected shape, the input's dtype and device.
+void check_v2_weight(const at::Tensor& input, const at::Tensor& weight, const char* name,
+                     std::array<int64_t, 4> expected, const char* what) {
+  constexpr const char* op = "v2_unit";
+  check_rank(weight, op, name, 4, 4);
+  check_same_dtype_device(input, weight, op, name);
+  TORCH_CHECK(weight.sizes() == at::IntArrayRef(expected), op, ": ", name, " must have shape ", at::IntArrayRef(expected),
+              " (", what, "), got ", weight.sizes());
+}
+
+void check_v2_bias(const at::Tensor& input, const c10::optional<at::Tensor>& bias, const char* name, int64_t size) {
+  if (!given(bias)) return;
+  constexpr const char* op = "v2_unit";
+  check_same_dtype_device(input, *bias, op, name);
+  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == size, op, ": ", name, " must have shape [", size, "], got ",
+              bias->sizes());
+}
+
+}  // namespace
+
+V2UnitShape check_v2_unit_args(
+    const at::Tensor& input, const c10::optional<at::Tensor>& proj_dw_weight,
+    const c10::optional<at::Tensor>& proj_dw_bias, const c10::optional<at::Tensor>& proj_pw_weight,
+    const c10::optional<at::Tensor>& proj_pw_bias, const at::Tensor& pw1_weight,
+    const c10::optional<at::Tensor>& pw1_bias, const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias,
+    const at::Tensor& pw2_weight, const c10::optional<at::Tensor>& pw2_bias, int64_t stride) {
+  constexpr const char* op = "v2_unit";
+  check_rank(input, op, "input", 4, 4);
+  check_dtype(input, op, "input");
+  TORCH_CHECK(stride == 1 || stride == 2, op, ": stride must be 1 or 2, got ", stride);
+  const int64_t channels = input.size(1);
+  TORCH_CHECK(input.size(2) >= 1 && input.size(3) >= 1, op, ": input spatial size ", input.sizes().slice(2),
+              " must be at least 1x1");
+  const bool projection = stride == 2;
+  const std::pair<const c10::optional<at::Tensor>*, const char*> proj[] = {
+      {&proj_dw_weight, "proj_dw_weight"}, {&proj_dw_bias, "proj_dw_bias"},
+      {&proj_pw_weight, "proj_pw_weight"}, {&proj_pw_bias, "proj_pw_bias"}};
+  if (!projection) {
+    for (const auto& [t, name] : proj) {
+      TORCH_CHECK(!given(*t), op, ": ", name, " must be None with stride 1 (the unit has no projection branch)");
+    }
+    TORCH_CHECK(channels % 2 == 0, op, ": with stride 1 the input channels (", channels,
+                ") must be even (the unit splits them in two halves)");
+  } else {
+    TORCH_CHECK(given(proj_dw_weight), op, ": proj_dw_weight must be given with stride 2");
+    TORCH_CHECK(given(proj_pw_weight), op, ": proj_pw_weight must be given with stride 2");
+  }
+  const int64_t c_branch = projection ? channels : channels / 2;
+  TORCH_CHECK(c_branch > 0, op, ": input must have at least ", projection ? 1 : 2, " channels, got ", channels);
+  check_rank(pw1_weight, op, "pw1_weight", 4, 4);
+  const int64_t c_mid = pw1_weight.size(0);
+  TORCH_CHECK(c_mid > 0, op, ": pw1_weight must have at least one output channel, got shape ", pw1_weight.sizes());
+  check_v2_weight(input, pw1_weight, "pw1_weight", {c_mid, c_branch, 1, 1},
+                  projection ? "[C_mid, C_in, 1, 1], C_in = input channels"
+                             : "[C_mid, C_in/2, 1, 1], C_in/2 = half the input channels");
+  check_v2_bias(input, pw1_bias, "pw1_bias", c_mid);
+  check_v2_weight(input, dw_weight, "dw_weight", {c_mid, 1, 3, 3},
+                  "[C_mid, 1, 3, 3]: a 3x3 depthwise weight over pw1_weight's outputs");
+  check_v2_bias(input, dw_bias, "dw_bias", c_mid);
+  check_rank(pw2_weight, op, "pw2_weight", 4, 4);
+  const int64_t c_half = projection ? pw2_weight.size(0) : c_branch;
+  TORCH_CHECK(c_half > 0, op, ": pw2_weight must have at least one output channel, got shape ", pw2_weight.sizes());
+  check_v2_weight(input, pw2_weight, "pw2_weight", {c_half, c_mid, 1, 1},
+                  projection ? "[C_out/2, C_mid, 1, 1]" : "[C_in/2, C_mid, 1, 1]: as many outputs as the kept half");
+  check_v2_bias(input, pw2_bias, "pw2_bias", c_half);
+  if (projection) {
+    check_v2_weight(input, *proj_dw_weight, "proj_dw_weight", {c_branch, 1, 3, 3},
+                    "[C_in, 1, 3, 3]: a 3x3 depthwise weight over the input");
+    check_v2_bias(input, proj_dw_bias, "proj_dw_bias", c_branch);
+    check_v2_weight(input, *proj_pw_weight, "proj_pw_weight", {c_half, c_branch, 1, 1},
+                    "[C_out/2, C_in, 1, 1], C_out/2 = pw2_weight.size(0)");
+    check_v2_bias(input, proj_pw_bias, "proj_pw_bias", c_half);
+  }
+  const int64_t h = input.size(2), w = input.size(3);
+  return V2UnitShape{input.size(0), h, w, conv_output_size(h, 3, stride, 1, 1), conv_output_size(w, 3, stride, 1, 1),
+                     stride, c_branch, c_mid, c_half};
+}
+
 void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op) {
   TORCH_CHECK(grad_output.sizes() == sizes, op, ": grad_output must have shape ", sizes, ", got ",
               grad_output.sizes());

@@ -32,6 +32,19 @@ void check_pointwise_conv_args(
 std::array<int64_t, 2> check_depthwise_conv2d_args(
     const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation);
+// Sizes of a v2_unit call, from its checked arguments.
+struct V2UnitShape {
+  int64_t n, h, w, h_out, w_out, stride;
+  int64_t c_branch;  // channels entering the branch's first 1x1 conv (and the projection, stride 2)
+  int64_t c_mid;     // first 1x1 conv's outputs = depthwise channels
+  int64_t c_half;    // second 1x1 conv's outputs = half the output channels
+};
+V2UnitShape check_v2_unit_args(
+    const at::Tensor& input, const c10::optional<at::Tensor>& proj_dw_weight,
+    const c10::optional<at::Tensor>& proj_dw_bias, const c10::optional<at::Tensor>& proj_pw_weight,
+    const c10::optional<at::Tensor>& proj_pw_bias, const at::Tensor& pw1_weight,
+    const c10::optional<at::Tensor>& pw1_bias, const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias,
+    const at::Tensor& pw2_weight, const c10::optional<at::Tensor>& pw2_bias, int64_t stride);
 // grad_output has the given sizes and the dtype/device of `like`.
 void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op);
 // relu_output, when given, has the given sizes and the dtype/device of `like`.

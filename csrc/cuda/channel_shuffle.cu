@@ -4,11 +4,23 @@
 // destinations along channels", done in one pass over the data.
 //
 // Planar destinations (NCHW-like): every output channel plane is a contiguous
-// run copied from one source plane, with 16-byte accesses where alignment allows.
+// run copied from one source plane, large planes split over several blocks.
 // Channels-last destinations: per pixel the C values are a permutation of C
 // contiguous source values; a tile of pixels goes through shared memory so that
 // the global reads (whole source pixel rows) and writes (whole output pixel rows)
 // are both coalesced.
+//
+// Both move vectors of 16, 8 or 4 bytes: the widest that every operand's
+// extents, strides and pointer allow (widest_vec). For ShuffleNet V2 (dense
+// tensors and x.chunk(2, 1) halves alike):
+//   channels-last, by channel count per operand:
+//     fp16/bf16: 24, 48, 96, 192, 232, 464, 488: 16 bytes; 116, 244: 8 bytes;
+//                58, 122: 4 bytes (a pixel pitch of 116 or 244 bytes leaves
+//                every other pixel only 4-byte aligned, so no wider access fits);
+//     fp32:      58, 122: 8 bytes; every other V2 count: 16 bytes.
+//   planar, by plane size: 112x112, 56x56 and 28x28 planes: 16 bytes in every
+//   dtype; 14x14: 8 bytes for fp16/bf16, 16 for fp32; 7x7 (an odd plane): one
+//   element per access.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -47,16 +59,26 @@ __device__ __forceinline__ ChannelSource gather_source(const GatherParams& p, in
 }
 
 // ---- planar destinations ----------------------------------------------------
-// blockDim = (TX, TY): TY planes per block, TX threads along one plane, so the
-// channel map is computed once per plane (not per element) and small planes
-// (7x7 in ShuffleNet's last stage) do not leave most of a block idle.
+// Every plane is cut into `chunks` chunks of `chunk_vecs` vectors (VEC elements
+// each); blockDim = (TX, TY): each of the TY thread rows of a block moves one
+// (plane, chunk) item with TX threads along it, so the channel map is computed
+// once per chunk (not per element), small planes (7x7 in ShuffleNet's last
+// stage) do not leave most of a block idle, and a few large planes (e.g.
+// [1, 24, 112, 112]) are spread over enough blocks to fill the device.
 template <typename scalar_t, typename index_t, int VEC>
-__global__ void gather_planes_kernel(const GatherParams p) {
-  const index_t planes = static_cast<index_t>(p.n * p.channels);
+__global__ void gather_planes_kernel(const GatherParams p, int chunks, int64_t chunk_vecs) {
+  const index_t items = static_cast<index_t>(p.n * p.channels) * static_cast<index_t>(chunks);
   const index_t s_size = static_cast<index_t>(p.s);
+  const index_t vecs = s_size / VEC;
   const index_t channels = static_cast<index_t>(p.channels);
-  for (index_t plane = static_cast<index_t>(blockIdx.x) * blockDim.y + threadIdx.y; plane < planes;
-       plane += static_cast<index_t>(gridDim.x) * blockDim.y) {
+  const index_t nchunks = static_cast<index_t>(chunks);
+  for (index_t item = static_cast<index_t>(blockIdx.x) * blockDim.y + threadIdx.y; item < items;
+       item += static_cast<index_t>(gridDim.x) * blockDim.y) {
+    const index_t plane = item / nchunks;
+    const index_t chunk = item - plane * nchunks;
+    const index_t begin = chunk * static_cast<index_t>(chunk_vecs);
+    const index_t end_raw = begin + static_cast<index_t>(chunk_vecs);
+    const index_t end = end_raw < vecs ? end_raw : vecs;
     const index_t n = plane / channels;
     const index_t o = plane - n * channels;
     const ChannelSource cs = gather_source(p, o);
@@ -69,14 +91,13 @@ __global__ void gather_planes_kernel(const GatherParams p) {
     scalar_t* dp = static_cast<scalar_t*>(dop.dst) + n * static_cast<index_t>(dop.stride_n) +
                    dch * static_cast<index_t>(dop.stride_c);
     if constexpr (VEC > 1) {
-      // Host guarantees: source plane contiguous, both planes 16-byte aligned.
-      const index_t vecs = s_size / VEC;
-      for (index_t v = threadIdx.x; v < vecs; v += blockDim.x) {
-        reinterpret_cast<Bytes16*>(dp)[v] = reinterpret_cast<const Bytes16*>(sp)[v];
+      // Host guarantees: source plane contiguous, both planes aligned for VEC.
+      for (index_t v = begin + threadIdx.x; v < end; v += blockDim.x) {
+        store_pack<scalar_t, VEC>(dp + v * VEC, load_pack<scalar_t, VEC>(sp + v * VEC));
       }
     } else {
       const index_t ss = static_cast<index_t>(so.stride_s);
-      for (index_t v = threadIdx.x; v < s_size; v += blockDim.x) dp[v] = sp[v * ss];
+      for (index_t v = begin + threadIdx.x; v < end; v += blockDim.x) dp[v] = sp[v * ss];
     }
   }
 }
@@ -138,7 +159,7 @@ __global__ void gather_pixels_kernel(const GatherParams p, int tile_pixels, int 
         const index_t off = base[k * tile_pixels + pp];
         scalar_t* tp = tile + pp * row + src_off[k] + cv;
         if constexpr (VEC > 1) {
-          *reinterpret_cast<Bytes16*>(tp) = *reinterpret_cast<const Bytes16*>(sp + off + cv);
+          store_pack<scalar_t, VEC>(tp, load_pack<scalar_t, VEC>(sp + off + cv));
         } else {
           *tp = sp[off + static_cast<index_t>(cv) * sc];
         }
@@ -192,13 +213,26 @@ GatherOperand make_operand(const ChannelView& v, const void* src, void* dst) {
   return GatherOperand{src, dst, v.c, v.stride_n, v.stride_c, v.stride_s};
 }
 
-bool operand_aligned(const GatherOperand& o, const void* ptr, int64_t vec, bool planar) {
-  if (o.channels == 0) return true;
-  if (!is_aligned(ptr, 16) || o.stride_n % vec != 0) return false;
-  // Planar: the plane is the vector run (stride_s 1, stride_c a multiple of vec);
-  // channels-last: the pixel row is (stride_c 1, channels and stride_s multiples).
-  return planar ? (o.stride_s == 1 && o.stride_c % vec == 0)
-                : (o.stride_c == 1 && o.channels % vec == 0 && o.stride_s % vec == 0);
+// The widest vector (elements of T: 16, 8 or 4 bytes, else 1) one operand allows.
+// Planar: the plane of s elements is the vector run (stride_s 1; s, stride_c and
+// stride_n multiples); channels-last: the pixel row is (stride_c 1; channels,
+// stride_s and stride_n multiples). An unused operand allows any width.
+template <typename T>
+int operand_vec(const GatherOperand& o, const void* ptr, int64_t s, bool planar) {
+  if (o.channels == 0) return vec16<T>();
+  if (planar) return o.stride_s == 1 ? widest_vec<T>({s, o.stride_c, o.stride_n}, {ptr}) : 1;
+  return o.stride_c == 1 ? widest_vec<T>({o.channels, o.stride_s, o.stride_n}, {ptr}) : 1;
+}
+
+// The widest vector all operands allow (the widths are nested powers of two).
+template <typename T>
+int gather_vec(const GatherParams& p, bool planar) {
+  int vec = vec16<T>();
+  for (int k = 0; k < 2; ++k) {
+    vec = std::min(vec, operand_vec<T>(p.src[k], p.src[k].src, p.s, planar));
+    vec = std::min(vec, operand_vec<T>(p.dst[k], p.dst[k].dst, p.s, planar));
+  }
+  return vec;
 }
 
 // dsts are dense and share one layout; sources are read in place through their
@@ -253,36 +287,32 @@ void run_gather(const std::vector<at::Tensor>& sources, const std::vector<at::Te
 
   auto stream = at::cuda::getCurrentCUDAStream();
   SHUFFLENET_DISPATCH_CUDA_TYPES(d0.scalar_type(), "shufflenet_gather_cuda", [&] {
-    constexpr int kVec = vec16<scalar_t>();
     const int64_t elem = sizeof(scalar_t);
     dispatch_index_type(use32, [&](auto index_tag) {
       using index_t = decltype(index_tag);
       if (planar) {
-        bool vec_ok = s % kVec == 0;
-        for (int k = 0; k < 2; ++k) {
-          vec_ok = vec_ok && operand_aligned(p.src[k], p.src[k].src, kVec, true) &&
-                   operand_aligned(p.dst[k], p.dst[k].dst, kVec, true);
-        }
-        const int64_t run = vec_ok ? s / kVec : s;
+        const int vec = gather_vec<scalar_t>(p, true);
+        const int64_t run = s / vec;
         int tx = 32;
         while (tx < run && tx < kThreads) tx *= 2;
         const dim3 block(tx, kThreads / tx);
-        const int64_t grid = std::min<int64_t>(ceil_div(n * channels, block.y), max_grid_blocks());
-        if (vec_ok) {
-          SHUFFLENET_LAUNCH(grid, block, 0, stream, gather_planes_kernel<scalar_t, index_t, kVec>)(p);
-        } else {
-          SHUFFLENET_LAUNCH(grid, block, 0, stream, gather_planes_kernel<scalar_t, index_t, 1>)(p);
-        }
+        // Chunks per plane: enough (plane, chunk) items for about two blocks per
+        // SM, but no chunk shorter than one pass of a row's TX threads.
+        const int64_t planes = n * channels;
+        const int64_t want_items = 2 * int64_t{num_sms()} * block.y;
+        const int64_t chunks = std::clamp<int64_t>(ceil_div(want_items, planes), 1, ceil_div(run, tx));
+        const int64_t chunk_vecs = ceil_div(run, chunks);
+        const int64_t grid = std::min<int64_t>(ceil_div(planes * chunks, block.y), max_grid_blocks());
+        dispatch_vec<scalar_t>(vec, [&](auto vec_tag) {
+          constexpr int V = decltype(vec_tag)::value;
+          SHUFFLENET_LAUNCH(grid, block, 0, stream, gather_planes_kernel<scalar_t, index_t, V>)
+          (p, static_cast<int>(chunks), chunk_vecs);
+        });
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;
       }
       if (pixel_rows) {
-        bool vec_ok = true;
-        for (int k = 0; k < 2; ++k) {
-          vec_ok = vec_ok && operand_aligned(p.src[k], p.src[k].src, kVec, false) &&
-                   operand_aligned(p.dst[k], p.dst[k].dst, kVec, false);
-        }
-        const int vec = vec_ok ? kVec : 1;
+        const int vec = gather_vec<scalar_t>(p, false);
         const int64_t row = ceil_div(channels, vec) * vec;
         const int64_t fixed = ceil_div(channels * 4, 16) * 16;
         // NOTE: ~32 KB of tile per block keeps several blocks resident per SM
@@ -296,15 +326,11 @@ void run_gather(const std::vector<at::Tensor>& sources, const std::vector<at::Te
         if (smem <= 48 * 1024) {
           const int64_t grid =
               std::min<int64_t>(ceil_div(n * s, tile_pixels), std::max<int64_t>(max_grid_blocks() / 2, 1));
-          if (vec_ok) {
-            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream,
-                              gather_pixels_kernel<scalar_t, index_t, kVec>)
+          dispatch_vec<scalar_t>(vec, [&](auto vec_tag) {
+            constexpr int V = decltype(vec_tag)::value;
+            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream, gather_pixels_kernel<scalar_t, index_t, V>)
             (p, static_cast<int>(tile_pixels), static_cast<int>(row));
-          } else {
-            SHUFFLENET_LAUNCH(grid, kThreads, smem, stream,
-                              gather_pixels_kernel<scalar_t, index_t, 1>)
-            (p, static_cast<int>(tile_pixels), static_cast<int>(row));
-          }
+          });
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           return;
         }

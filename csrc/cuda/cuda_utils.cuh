@@ -1,13 +1,16 @@
 // Device utilities shared by the CUDA kernel files: index-type selection,
-// alignment tests for 16-byte vector access, launch sizing and small device
-// helpers. Private to csrc/cuda.
+// alignment tests and width selection for vector access (16, 8 or 4 bytes),
+// launch sizing and small device helpers. Private to csrc/cuda.
 #pragma once
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
+#include <type_traits>
 
 #ifdef SHUFFLENET_SIMT
 // The emulation build (csrc/simt): the same kernels on the CPU. simt.h defines
@@ -167,6 +170,48 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, VEC>& v) {
 template <typename T>
 constexpr int vec16() {
   return static_cast<int>(16 / sizeof(T));
+}
+
+// Elements of T in one vector access of `bytes` (16, 8 or 4), at least 1.
+template <typename T>
+constexpr int vec_elems(int bytes) {
+  return std::max(1, bytes / static_cast<int>(sizeof(T)));
+}
+
+// The widest vector of T, in elements, that a vector path may use: 16, 8 or 4
+// bytes (1 element when none fits) such that every count in `multiples` (channel
+// counts, strides, extents in elements) is a multiple of it and every pointer in
+// `ptrs` is aligned to its size. A pixel pitch of C elements, for example, allows
+// 16 bytes only when C * sizeof(T) is a multiple of 16: ShuffleNet V2's 58 or 116
+// fp16 channels (116 and 232 bytes) get 4- and 8-byte vectors.
+template <typename T>
+int widest_vec(std::initializer_list<int64_t> multiples, std::initializer_list<const void*> ptrs) {
+  for (int bytes : {16, 8, 4}) {
+    const int vec = vec_elems<T>(bytes);
+    if (vec == 1) break;
+    bool ok = true;
+    for (int64_t m : multiples) ok = ok && m % vec == 0;
+    for (const void* p : ptrs) ok = ok && is_aligned(p, static_cast<int64_t>(vec * sizeof(T)));
+    if (ok) return vec;
+  }
+  return 1;
+}
+
+// Runs `f` with std::integral_constant<int, V>, V the widest of T's 16-, 8- and
+// 4-byte vector sizes (in elements) not above `vec`, or 1: the instantiations a
+// launcher compiles for every width widest_vec can choose.
+template <typename T, typename F>
+void dispatch_vec(int vec, const F& f) {
+  constexpr int k16 = vec_elems<T>(16), k8 = vec_elems<T>(8), k4 = vec_elems<T>(4);
+  if (vec >= k16) {
+    f(std::integral_constant<int, k16>{});
+  } else if (vec >= k8) {
+    f(std::integral_constant<int, k8>{});
+  } else if (vec >= k4) {
+    f(std::integral_constant<int, k4>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
 }
 
 // Gradient masked by the forward's ReLU: zero where the forward output was <= 0,

@@ -10,9 +10,16 @@
 //    3x3 stride 1 and stride 2 (dilation 1) are compile-time specialisations
 //    (weights in registers, loops fully unrolled); every other kernel size up to
 //    7x7 with any stride/padding/dilation takes the generic tiled kernel.
-//  * channels_last: every thread owns a 16-byte vector of channels at kOwb
-//    neighbouring output columns, so global loads are 16 bytes wide and
-//    coalesced across the warp (neighbouring threads hold neighbouring channels).
+//  * channels_last: every thread owns a vector of channels (16, 8 or 4 bytes,
+//    the widest the channel count, strides and pointers allow) at OWB
+//    neighbouring output columns, so global loads are vector-wide and coalesced
+//    across the warp (neighbouring threads hold neighbouring channels).
+//
+// The weight [C, 1, KH, KW] is read in its own dtype (converted to float in
+// registers) through its strides as a [C, KH*KW] matrix (DwParams::w_sc, w_st):
+// the contiguous layout (strides (K, 1)) and the tap-major one (strides (1, C),
+// w.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1), whose VEC channel
+// weights of one tap are contiguous) are both used as they are, without a copy.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
@@ -36,10 +43,18 @@ struct DwParams {
   int kh, kw, sh, sw, ph, pw, dh, dw;
   int64_t x_sn, x_sc, x_sh, x_sw;
   int64_t y_sn, y_sc, y_sh, y_sw;
+  int64_t w_sc, w_st;  // weight strides of channel and tap (tap = k_h * kw + k_w)
 };
 
-DwParams make_params(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight, at::IntArrayRef stride,
-                     at::IntArrayRef padding, at::IntArrayRef dilation) {
+// The weight as [C, KH*KW]: a view for the contiguous and the tap-major layout
+// (any layout whose (KH, KW) dims merge), a copy only for other layouts.
+at::Tensor weight_taps(const at::Tensor& weight) {
+  return weight.reshape({weight.size(0), weight.size(2) * weight.size(3)});
+}
+
+// w_taps: weight_taps(weight).
+DwParams make_params(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight, const at::Tensor& w_taps,
+                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   DwParams p{};
   p.n = x.size(0);
   p.c = x.size(1);
@@ -63,6 +78,8 @@ DwParams make_params(const at::Tensor& x, const at::Tensor& y, const at::Tensor&
   p.y_sc = y.stride(1);
   p.y_sh = y.stride(2);
   p.y_sw = y.stride(3);
+  p.w_sc = w_taps.stride(0);
+  p.w_st = w_taps.stride(1);
   return p;
 }
 
@@ -113,7 +130,8 @@ __global__ void dw_fwd_nchw_kernel(const DwParams p, const scalar_t* __restrict_
     const index_t n = plane / channels;
     const index_t c = plane - n * channels;
     const scalar_t* xp = x + n * static_cast<index_t>(p.x_sn) + c * static_cast<index_t>(p.x_sc);
-    const scalar_t* wp = weight + c * (kh_n * kw_n);
+    const scalar_t* wp = weight + c * static_cast<index_t>(p.w_sc);
+    const int w_st = static_cast<int>(p.w_st);
     // Input tile with halo; out-of-range taps read zero (the conv's padding).
     for (int i = tid; i < in_tile_h * in_tile_w; i += nthreads) {
       const int r = i / in_tile_w;
@@ -127,7 +145,7 @@ __global__ void dw_fwd_nchw_kernel(const DwParams p, const scalar_t* __restrict_
       tile[i] = v;
     }
     if constexpr (kGeneric) {
-      for (int i = tid; i < kh_n * kw_n; i += nthreads) wsm[i] = to_float(wp[i]);
+      for (int i = tid; i < kh_n * kw_n; i += nthreads) wsm[i] = to_float(wp[i * w_st]);
     }
     __syncthreads();
 
@@ -140,7 +158,7 @@ __global__ void dw_fwd_nchw_kernel(const DwParams p, const scalar_t* __restrict_
     if constexpr (!kGeneric) {
       float wr[KH * KW];
 #pragma unroll
-      for (int i = 0; i < KH * KW; ++i) wr[i] = to_float(wp[i]);
+      for (int i = 0; i < KH * KW; ++i) wr[i] = to_float(wp[i * w_st]);
       // Register blocking: each tile row is read once and feeds every output
       // row of this thread that uses it ((R-1)*S + K rows for R outputs).
 #pragma unroll
@@ -182,17 +200,36 @@ __global__ void dw_fwd_nchw_kernel(const DwParams p, const scalar_t* __restrict_
 }
 
 // ---- forward, channels_last, channel vectors ---------------------------------
-// w_t is the weight transposed to float [KH*KW][C], so a thread's VEC channel
-// weights of one tap are contiguous. KH == 0 selects the generic kernel (OWB 1).
+// The weights of channels [c0, c0 + VEC) of one tap, converted in registers.
+// w_packed (host-checked: w_sc == 1, w_st and the pointer aligned for VEC, as in
+// the tap-major layout): one vector load; otherwise VEC strided scalar loads.
+template <typename scalar_t, typename index_t, int VEC>
+__device__ __forceinline__ void load_tap_weights(const DwParams& p, const scalar_t* __restrict__ w, bool w_packed,
+                                                 index_t c0, int tap, float (&out)[VEC]) {
+  const scalar_t* wp = w + c0 * static_cast<index_t>(p.w_sc) + static_cast<index_t>(tap) * static_cast<index_t>(p.w_st);
+  if constexpr (VEC > 1) {
+    if (w_packed) {
+      const Pack<scalar_t, VEC> wv = load_pack<scalar_t, VEC>(wp);
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) out[v] = to_float(wv.v[v]);
+      return;
+    }
+  }
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) out[v] = to_float(wp[v * static_cast<index_t>(p.w_sc)]);
+}
+
+// VEC channels per thread, VEC * sizeof(scalar_t) = 16, 8 or 4 bytes (or one
+// channel). KH == 0 selects the generic kernel (OWB 1).
 template <typename scalar_t, typename index_t, int VEC, int KH, int KW, int SH, int SW, int OWB>
-__global__ void dw_fwd_nhwc_kernel(const DwParams p, const scalar_t* __restrict__ x, const float* __restrict__ w_t,
-                                   const scalar_t* __restrict__ bias, scalar_t* __restrict__ y, bool relu) {
+__global__ void dw_fwd_nhwc_kernel(const DwParams p, const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
+                                   bool w_packed, const scalar_t* __restrict__ bias, scalar_t* __restrict__ y,
+                                   bool relu) {
   constexpr bool kGeneric = KH == 0;
   const index_t cvecs = static_cast<index_t>(p.c / VEC);
   const index_t wblocks = static_cast<index_t>((p.wo + OWB - 1) / OWB);
   const index_t ho = static_cast<index_t>(p.ho);
   const index_t total = static_cast<index_t>(p.n) * ho * wblocks * cvecs;
-  const index_t channels = static_cast<index_t>(p.c);
   for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
     const index_t cv = i % cvecs;
@@ -219,10 +256,7 @@ __global__ void dw_fwd_nhwc_kernel(const DwParams p, const scalar_t* __restrict_
         if (ih < 0 || ih >= p.h) continue;
         float wv[KW][VEC];
 #pragma unroll
-        for (int k = 0; k < KW; ++k) {
-#pragma unroll
-          for (int v = 0; v < VEC; ++v) wv[k][v] = w_t[(k_h * KW + k) * channels + c0 + v];
-        }
+        for (int k = 0; k < KW; ++k) load_tap_weights<scalar_t, index_t, VEC>(p, w, w_packed, c0, k_h * KW + k, wv[k]);
         const scalar_t* rp = xp + static_cast<index_t>(ih) * static_cast<index_t>(p.x_sh);
         // Input columns of this row are loaded once and shared by the OWB outputs.
 #pragma unroll
@@ -251,9 +285,10 @@ __global__ void dw_fwd_nhwc_kernel(const DwParams p, const scalar_t* __restrict_
           const Pack<scalar_t, VEC> xv = load_pack<scalar_t, VEC>(
               xp + static_cast<index_t>(ih) * static_cast<index_t>(p.x_sh) +
               static_cast<index_t>(iw) * static_cast<index_t>(p.x_sw));
-          const float* wp = w_t + (k_h * p.kw + k_w) * channels + c0;
+          float wv[VEC];
+          load_tap_weights<scalar_t, index_t, VEC>(p, w, w_packed, c0, k_h * p.kw + k_w, wv);
 #pragma unroll
-          for (int v = 0; v < VEC; ++v) acc[0][v] = fmaf(wp[v], to_float(xv.v[v]), acc[0][v]);
+          for (int v = 0; v < VEC; ++v) acc[0][v] = fmaf(wv[v], to_float(xv.v[v]), acc[0][v]);
         }
       }
     }
@@ -292,7 +327,7 @@ __global__ void dw_fwd_direct_kernel(const DwParams p, const scalar_t* __restric
       for (int k_w = 0; k_w < p.kw; ++k_w) {
         const int64_t iw = conv_input_index(ow, k_w, p.sw, p.pw, p.dw);
         if (iw < 0 || iw >= p.w) continue;
-        acc = fmaf(to_float(weight[(c * p.kh + k_h) * p.kw + k_w]),
+        acc = fmaf(to_float(weight[c * p.w_sc + (k_h * p.kw + k_w) * p.w_st]),
                    to_float(x[n * p.x_sn + c * p.x_sc + ih * p.x_sh + iw * p.x_sw]), acc);
       }
     }
@@ -329,7 +364,8 @@ __global__ void dw_bwd_input_kernel(const DwParams p, const scalar_t* __restrict
     const scalar_t* gp = grad + n * static_cast<index_t>(p.y_sn) + c * static_cast<index_t>(p.y_sc);
     const scalar_t* mp =
         relu_out != nullptr ? relu_out + n * static_cast<index_t>(p.y_sn) + c * static_cast<index_t>(p.y_sc) : nullptr;
-    const scalar_t* wp = weight + c * (p.kh * p.kw);
+    const scalar_t* wp = weight + c * static_cast<index_t>(p.w_sc);
+    const int w_st = static_cast<int>(p.w_st);
     float acc = 0.f;
     // In index_t: the 32-bit instantiation divides in 32 bits.
     static_assert(std::is_same_v<decltype(conv_output_index_for_input<index_t>(0, 0, 0, 0, 0, 0)), index_t>);
@@ -340,7 +376,7 @@ __global__ void dw_bwd_input_kernel(const DwParams p, const scalar_t* __restrict
         const index_t ow = conv_output_index_for_input<index_t>(iw, k_w, p.sw, p.pw, p.dw, w_out);
         if (ow < 0) continue;
         const index_t off = oh * static_cast<index_t>(p.y_sh) + ow * static_cast<index_t>(p.y_sw);
-        acc = fmaf(to_float(wp[k_h * p.kw + k_w]), relu_masked(to_float(gp[off]), mp, off), acc);
+        acc = fmaf(to_float(wp[(k_h * p.kw + k_w) * w_st]), relu_masked(to_float(gp[off]), mp, off), acc);
       }
     }
     grad_input[n * gi_sn + c * gi_sc + ih * gi_sh + iw * gi_sw] = static_cast<scalar_t>(acc);
@@ -488,8 +524,9 @@ __global__ void dw_wgrad_finish_kernel(const float* __restrict__ ws, int64_t spl
 
 // ---- host launchers ----------------------------------------------------------
 
+// w_taps: weight_taps(weight), read through p.w_sc / p.w_st.
 template <typename scalar_t, typename index_t>
-void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& weight,
+void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& w_taps,
                     const c10::optional<at::Tensor>& bias, at::Tensor& y, bool relu, bool channels_last) {
   auto stream = at::cuda::getCurrentCUDAStream();
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -497,43 +534,50 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
   const bool fast3x3 = p.kh == 3 && p.kw == 3 && p.dh == 1 && p.dw == 1 && p.sh == p.sw && (p.sh == 1 || p.sh == 2);
 
+  const scalar_t* wp = w_taps.const_data_ptr<scalar_t>();
+
   if (channels_last) {
-    constexpr int kVec = vec16<scalar_t>();
-    // 16-byte channel vectors need C, every pixel offset and both base pointers
-    // aligned; otherwise one channel per thread.
-    const bool vec_ok = p.c % kVec == 0 && is_aligned(xp, 16) && is_aligned(yp, 16) && p.x_sn % kVec == 0 &&
-                        p.x_sh % kVec == 0 && p.x_sw % kVec == 0 && p.y_sn % kVec == 0 && p.y_sh % kVec == 0 &&
-                        p.y_sw % kVec == 0 && p.x_sc == 1 && p.y_sc == 1;
-    // Transposed float weights [taps][C]: a tiny tensor, one small copy.
-    const at::Tensor w_t = weight.reshape({p.c, p.kh * p.kw}).t().contiguous().to(at::kFloat);
-    const float* wt = w_t.const_data_ptr<float>();
+    // Channel vectors of 16, 8 or 4 bytes need C, every pixel offset and both
+    // base pointers aligned for the width (widest_vec); otherwise one channel
+    // per thread. ShuffleNet V2's channel counts, dense or a half of
+    // x.chunk(2, 1) alike (the half's offset and pitch are multiples of C):
+    //   fp16/bf16: C = 24, 48, 96, 192, 232, 464, 488: 16 bytes (8 channels);
+    //              C = 116, 244: 8 bytes (4 channels); C = 58, 122: 4 bytes
+    //              (2 channels): a pitch of 116 or 244 bytes leaves every other
+    //              pixel only 4-byte aligned, so no wider access fits.
+    //   fp32:      C = 24, 48, 96, 116, 192, 232, 244, 464, 488: 16 bytes
+    //              (4 channels); C = 58, 122: 8 bytes (2 channels).
+    const int vec = p.x_sc == 1 && p.y_sc == 1
+                        ? widest_vec<scalar_t>({p.c, p.x_sn, p.x_sh, p.x_sw, p.y_sn, p.y_sh, p.y_sw}, {xp, yp})
+                        : 1;
     auto launch = [&](auto vec_tag) {
       constexpr int V = decltype(vec_tag)::value;
       const int64_t cvecs = p.c / V;
+      // One vector load per tap when the VEC channel weights of a tap are
+      // contiguous and aligned (the tap-major layout).
+      const bool w_packed = V > 1 && p.w_sc == 1 && p.w_st % V == 0 &&
+                            is_aligned(wp, static_cast<int64_t>(V * sizeof(scalar_t)));
       // NOTE: 4 output columns per thread at stride 1 (6 input columns loaded
       // for 4 outputs instead of 12), 2 at stride 2. ptxas (sm_90a, int32
-      // indexing): 80 registers for fp16/bf16 at stride 1, 64 at stride 2, 56/52
-      // for fp32, no spills; more columns would cut occupancy further.
+      // indexing, 16-byte vectors): 80 registers for fp16/bf16 at stride 1, 64
+      // at stride 2, 56 for fp32 at both; 8-byte fp16 vectors 64/52, 4-byte
+      // 42/44; no spills; more columns would cut occupancy further.
       if (fast3x3 && p.sh == 1) {
         const int64_t work = p.n * p.ho * ceil_div(p.wo, 4) * cvecs;
         SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
-                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 1, 1, 4>)(p, xp, wt, bp, yp, relu);
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 1, 1, 4>)(p, xp, wp, w_packed, bp, yp, relu);
       } else if (fast3x3) {
         const int64_t work = p.n * p.ho * ceil_div(p.wo, 2) * cvecs;
         SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
-                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 2, 2, 2>)(p, xp, wt, bp, yp, relu);
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 3, 3, 2, 2, 2>)(p, xp, wp, w_packed, bp, yp, relu);
       } else {
         const int64_t work = p.n * p.ho * p.wo * cvecs;
         SHUFFLENET_LAUNCH(grid_for(work, kThreads), kThreads, 0, stream,
-                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 0, 0, 0, 0, 1>)(p, xp, wt, bp, yp, relu);
+                          dw_fwd_nhwc_kernel<scalar_t, index_t, V, 0, 0, 0, 0, 1>)(p, xp, wp, w_packed, bp, yp, relu);
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    if (vec_ok) {
-      launch(std::integral_constant<int, kVec>{});
-    } else {
-      launch(std::integral_constant<int, 1>{});
-    }
+    dispatch_vec<scalar_t>(vec, launch);
     return;
   }
 
@@ -548,7 +592,6 @@ void launch_forward(const DwParams& p, const at::Tensor& x, const at::Tensor& we
   const int64_t in_tile_h = static_cast<int64_t>(tile_h - 1) * p.sh + static_cast<int64_t>(p.kh - 1) * p.dh + 1;
   const int64_t in_tile_w = static_cast<int64_t>(tile_w - 1) * p.sw + static_cast<int64_t>(p.kw - 1) * p.dw + 1;
   const int64_t smem = (in_tile_h * in_tile_w + kMaxTaps) * static_cast<int64_t>(sizeof(float));
-  const scalar_t* wp = weight.const_data_ptr<scalar_t>();
   if (smem > 48 * 1024) {
     SHUFFLENET_LAUNCH(grid_for(p.n * p.c * p.ho * p.wo, kThreads), kThreads, 0, stream,
                       dw_fwd_direct_kernel<scalar_t, index_t>)(p, xp, wp, bp, yp, relu);
@@ -588,10 +631,10 @@ at::Tensor depthwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weig
   at::Tensor y = empty_in_format({input.size(0), input.size(1), out_hw[0], out_hw[1]}, input, fmt);
   if (y.numel() == 0) return y;
   const at::Tensor x = with_plain_strides(input, fmt);  // channel slices stay views
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = weight_taps(weight);  // no copy for the contiguous and tap-major layouts
   c10::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->contiguous();
-  const DwParams p = make_params(x, y, w, stride, padding, dilation);
+  const DwParams p = make_params(x, y, weight, w, stride, padding, dilation);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const bool use32 = fits_int32({&x, &y});
   SHUFFLENET_DISPATCH_CUDA_TYPES(x.scalar_type(), "depthwise_conv2d_cuda", [&] {
@@ -622,14 +665,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(
   const at::Tensor g = grad_output.contiguous(fmt);
   const at::Tensor mask = has_relu ? relu_output->contiguous(fmt) : at::Tensor();
   const at::Tensor x = with_plain_strides(input, fmt);
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = weight_taps(weight);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
 
   at::Tensor grad_input = output_mask[0] ? empty_in_format(input.sizes(), input, fmt) : at::empty({0}, input.options());
   at::Tensor grad_weight = output_mask[1] ? at::empty(weight.sizes(), weight.options()) : at::empty({0}, weight.options());
   at::Tensor grad_bias = output_mask[2] ? at::empty({weight.size(0)}, weight.options()) : at::empty({0}, weight.options());
 
-  const DwParams p = make_params(x, g, w, stride, padding, dilation);
+  const DwParams p = make_params(x, g, weight, w, stride, padding, dilation);
   const bool any_positions = g.numel() > 0;
   if (!any_positions) {
     // N = 0: no position contributes; the weight and bias gradients are zero.

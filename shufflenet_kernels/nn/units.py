@@ -21,7 +21,8 @@ Which modules form each conv stage is fixed when a unit is built (replace a whol
 unit, not a conv inside it); their parameters and buffers are read on every call.
 
 V2's channel split is ``x.chunk(2, 1)`` (views, no copy) and its concat + shuffle is
-one ``concat_shuffle``.
+one ``concat_shuffle``. With ``fuse_units`` (see ``ShuffleV2Unit``), a V2 unit in eval
+mode whose parameters autograd need not reach runs as one ``v2_unit`` call instead.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ from ..backend import Backend, check_backend
 from ..fusion import FoldCache, bn_can_fold, is_tracing
 from ..ops import MAX_DEPTHWISE_KERNEL
 
-__all__ = ["ConvBNReLU", "ShuffleV1Unit", "ShuffleV2Unit", "parse_conv_chain"]
+__all__ = ["FUSE_UNITS_DEFAULT", "ConvBNReLU", "ShuffleV1Unit", "ShuffleV2Unit", "parse_conv_chain"]
+
+# Whether V2 units run as one fused ``v2_unit`` call in inference (ShuffleV2Unit.fuse_units
+# and accelerate(fuse_units=...) default to it).
+FUSE_UNITS_DEFAULT = True
 
 
 class ConvStage(NamedTuple):
@@ -243,6 +248,34 @@ class ConvBNReLU(nn.Sequential, _FusedBlock):
         return self._run_chain(x, self._stages, self._folded())
 
 
+def _v2_fusable(stages1: list[ConvStage], stages2: list[ConvStage], stride: int) -> bool:
+    """Whether the unit is the one ``v2_unit`` computes: branch2 = 1x1 + ReLU, depthwise 3x3
+    (padding 1, dilation 1, the unit's stride, no ReLU), 1x1 + ReLU; branch1 empty (stride 1,
+    the kept half as wide as branch2's output) or depthwise 3x3 stride 2, 1x1 + ReLU."""
+
+    def pointwise(s: ConvStage) -> bool:
+        return _is_pointwise(s.conv) and s.conv.groups == 1 and s.relu and s.shuffle == 1
+
+    def depthwise(s: ConvStage) -> bool:
+        c = s.conv
+        return (
+            _is_depthwise(c) and tuple(c.kernel_size) == (3, 3) and tuple(c.stride) == (stride, stride)
+            and tuple(c.padding) == (1, 1) and tuple(c.dilation) == (1, 1) and not s.relu and s.shuffle == 1
+        )
+
+    if stride not in (1, 2) or len(stages2) != 3:
+        return False
+    if not (pointwise(stages2[0]) and depthwise(stages2[1]) and pointwise(stages2[2])):
+        return False
+    half = stages2[2].conv.out_channels
+    if stride == 1:
+        return not stages1 and stages2[0].conv.in_channels == half
+    return (
+        len(stages1) == 2 and depthwise(stages1[0]) and pointwise(stages1[1])
+        and stages1[1].conv.out_channels == half and stages1[0].conv.in_channels == stages2[0].conv.in_channels
+    )
+
+
 class ShuffleV2Unit(_FusedBlock):
     """ShuffleNet V2 unit (torchvision ``InvertedResidual``) on the fused ops.
 
@@ -251,7 +284,18 @@ class ShuffleV2Unit(_FusedBlock):
     stride 1: ``x1, x2 = x.chunk(2, 1)`` (views), ``concat_shuffle(x1, branch2(x2), 2)``;
     stride > 1: ``concat_shuffle(branch1(x), branch2(x), 2)``. Module names and
     state_dict keys are torchvision's (``branch1.0..4``, ``branch2.0..7``).
+
+    ``fuse_units`` (default ``FUSE_UNITS_DEFAULT``): in eval mode, when every BN folds,
+    neither the input nor a parameter needs autograd (grad mode off, or nothing requires
+    grad) and the unit has torchvision's structure (3x3 depthwise, stride 1 or 2), the
+    whole unit runs as one ``v2_unit`` call with the folded weights; otherwise, and in
+    training mode, the per-op path above. ``torch.fx.symbolic_trace`` records the path
+    chosen when it traces, as it records train or eval mode: grad mode and the parameters'
+    ``requires_grad`` then decide (the input's is not known; it is taken as False), so trace
+    under ``torch.no_grad()`` for an inference graph with the fused op.
     """
+
+    fuse_units: bool = FUSE_UNITS_DEFAULT
 
     def __init__(self, inp: int, oup: int, stride: int, *, backend: Backend = "auto") -> None:
         super().__init__()
@@ -268,6 +312,7 @@ class ShuffleV2Unit(_FusedBlock):
         # torchvision's InvertedResidual: an empty branch1 means the stride-1 (split) unit.
         self.stride = max(max(s.conv.stride) for s in stages1) if stages1 else 1
         self._split = len(stages1)
+        self._fusable = _v2_fusable(stages1, stages2, self.stride)
         self._init_fused(stages1 + stages2, backend)
 
     @classmethod
@@ -284,6 +329,13 @@ class ShuffleV2Unit(_FusedBlock):
 
     def forward(self, x: Tensor) -> Tensor:
         folded = self._folded()
+        if self.fuse_units and self._fusable and not self.training:
+            y = self._fused(x, folded)
+            if y is not None:
+                return y
+        return self._per_op(x, folded)
+
+    def _per_op(self, x: Tensor, folded: list[Folded]) -> Tensor:
         k = self._split
         stages1, stages2 = self._stages[:k], self._stages[k:]
         if k == 0:
@@ -293,8 +345,34 @@ class ShuffleV2Unit(_FusedBlock):
         b = self._run_chain(x, stages2, folded[k:])
         return F.concat_shuffle(a, b, 2, backend=self.backend)
 
+    def _fused(self, x: Tensor, folded: list[Folded]) -> Tensor | None:
+        """The unit as one ``v2_unit`` call, or None when it cannot run so: a BN that does
+        not fold (no running statistics), autograd to reach a weight or the input, or no
+        ``v2_unit`` for the device."""
+        weights: list[Tensor | None] = []
+        for s, f in zip(self._stages, folded, strict=True):
+            if f is None and s.bn is not None:
+                return None
+            weights += [f[0], f[1]] if f is not None else [s.conv.weight, s.conv.bias]
+        if torch.is_grad_enabled():
+            if torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+                # x and the folded weights are proxies: the parameters decide.
+                needs_grad = any(p.requires_grad for p in self.parameters())
+            else:
+                needs_grad = x.requires_grad or any(w is not None and w.requires_grad for w in weights)
+            if needs_grad:
+                return None
+        # The input's device too (or the op raises); read from the dict, not through
+        # nn.Module.__getattr__, which torch.fx turns into a proxy.
+        device = _tensor_attr(self._stages[0].conv, "weight").device.type
+        if device != "cpu" and F.v2_unit_namespace(device, self.backend) is None:
+            return None
+        if self._split == 0:
+            weights = [None, None, None, None] + weights
+        return F.v2_unit(x, *weights, self.stride, backend=self.backend)
+
     def extra_repr(self) -> str:
-        return f"stride={self.stride}, backend={self.backend!r}"
+        return f"stride={self.stride}, backend={self.backend!r}, fuse_units={self.fuse_units}"
 
 
 _V1_PARTS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")

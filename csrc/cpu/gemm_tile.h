@@ -1,0 +1,227 @@
+// Register-blocked GEMM tiles for the 1x1 convolutions inside a fused unit
+// (v2_unit.cpp): C[m, n] = epilogue(sum_k A[m, k] * W[k, n] + bias[n]) over pixel-major
+// A (pixels x input channels, channel stride 1, any pixel stride) and a weight packed
+// once (pack_pointwise_weight) as blocks of 16 output channels, [blocks][K][16], zero
+// padded past C_out.
+//
+// The tile is MR pixels x NB blocks of 16 output channels: per k, NB weight vectors are
+// loaded, each of the MR input values is broadcast and multiply-added into the NB
+// accumulators of its pixel (the scheme of oneDNN's and MLAS's SGEMM kernels). The
+// epilogue (bias, ReLU, where and how to store) runs on the accumulators in registers.
+//
+// Everything here is always-inline and written with GCC/Clang vector types of L floats,
+// so it takes the instruction set of the function it is inlined into: v2_unit.cpp
+// compiles its band kernel three times, for AVX-512 (L = 16), AVX2+FMA (L = 8) and the
+// baseline (L = 4), and picks one at run time. L is the register width: a vector type
+// wider than the registers would live in memory. MR and NB come from that choice (the
+// accumulators must fit the register file: 6x4 zmm with AVX-512, 6x(1 block = 2) ymm with AVX2).
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/float_vec.h"
+
+namespace shufflenet::cpu::gemm {
+
+constexpr int64_t kBlock = kFloatLanes;  // output channels per packed block
+
+constexpr int64_t blocks_of(int64_t channels) { return (channels + kBlock - 1) / kBlock; }
+constexpr int64_t padded(int64_t channels) { return blocks_of(channels) * kBlock; }
+
+// The first `n` (1..16) floats at p into the low lanes, zero elsewhere; reads only those.
+C10_ALWAYS_INLINE FloatVec load_first(const float* p, int64_t n) {
+  if (n >= kBlock) return load_floats(p);
+  float lanes[kBlock] = {};
+  std::memcpy(lanes, p, static_cast<size_t>(n) * sizeof(float));
+  return load_floats(lanes);
+}
+
+// Stores the first `n` (1..16) lanes of v at p; writes only those.
+C10_ALWAYS_INLINE void store_first(float* p, FloatVec v, int64_t n) {
+  if (n >= kBlock) {
+    store_floats(p, v);
+    return;
+  }
+  float lanes[kBlock];
+  store_floats(lanes, v);
+  std::memcpy(p, lanes, static_cast<size_t>(n) * sizeof(float));
+}
+
+// The vector of L floats: one register of the instruction set the code is built for.
+template <int L>
+struct Lanes;
+template <>
+struct Lanes<16> {
+  using V = FloatVec;
+};
+template <>
+struct Lanes<8> {
+  typedef float V __attribute__((vector_size(8 * sizeof(float))));
+};
+template <>
+struct Lanes<4> {
+  typedef float V __attribute__((vector_size(4 * sizeof(float))));
+};
+
+template <typename V>
+C10_ALWAYS_INLINE V vload(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename V>
+C10_ALWAYS_INLINE void vstore(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+template <typename V>
+C10_ALWAYS_INLINE V vbroadcast(float x) {
+  return V{} + x;
+}
+template <typename V>
+C10_ALWAYS_INLINE V vrelu(V v) {
+  return v < 0 ? V{} : v;
+}
+
+// A packed 1x1 weight: blocks of 16 output channels, [blocks][k][16], and its bias
+// padded to blocks*16 (zeros past C_out, and everywhere when the conv has none).
+struct PackedPointwise {
+  const float* weight;
+  const float* bias;
+  int64_t k;       // input channels
+  int64_t c_out;   // output channels
+  int64_t blocks;  // blocks_of(c_out)
+};
+
+// Epilogues take the P = 16/L accumulator vectors of one pixel and block.
+
+// ReLU'd tile rows to a pixel-major float buffer with a row length of whole blocks (the
+// pad channels get relu(0) = 0 from the zero-padded weight and bias).
+struct StoreRows {
+  float* dst;
+  int64_t ld;
+  template <typename V, int P>
+  C10_ALWAYS_INLINE void put(int64_t m, int64_t block, const V* parts) const {
+    constexpr int L = kBlock / P;
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) vstore(dst + m * ld + block * kBlock + p * L, vrelu(parts[p]));
+  }
+};
+
+// Epilogue of the unit's last 1x1 conv with the concat and channel shuffle fused: output
+// channel 2i+1 of pixel m is the tile's channel i, channel 2i is `even` (the kept half,
+// or the projection branch) at the same pixel, read here and interleaved in registers,
+// so 32 consecutive output channels go out in two stores. Dense channels_last float
+// output; channels past `channels` are not written.
+struct StoreInterleaved {
+  float* out;           // pixel 0, channel 0
+  int64_t out_pixel;    // output pixel stride (2 * channels)
+  const float* even;    // pixel 0, channel 0 of the even source
+  int64_t even_pixel;   // its pixel stride (channel stride 1)
+  int64_t channels;     // half the output channels
+  template <typename V, int P>
+  C10_ALWAYS_INLINE void put(int64_t m, int64_t block, const V* parts) const {
+    constexpr int L = kBlock / P;
+    float lanes[kBlock];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) vstore(lanes + p * L, vrelu(parts[p]));
+    const FloatVec v = load_floats(lanes);
+    const int64_t c0 = block * kBlock;
+    const int64_t n = std::min<int64_t>(kBlock, channels - c0);
+    const FloatVec e = load_first(even + m * even_pixel + c0, n);
+    const FloatVec lo = __builtin_shufflevector(e, v, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const FloatVec hi = __builtin_shufflevector(e, v, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    float* dst = out + m * out_pixel + 2 * c0;
+    if (n == kBlock) {
+      store_floats(dst, lo);
+      store_floats(dst + kBlock, hi);
+    } else if (n > kBlock / 2) {
+      store_floats(dst, lo);
+      store_first(dst + kBlock, hi, 2 * n - kBlock);
+    } else {
+      store_first(dst, lo, 2 * n);
+    }
+  }
+};
+
+// One MR x NB tile at pixel m0, blocks [j0, j0 + NB): bias, K multiply-adds, ReLU, store.
+// Each block of 16 channels is P = 16/L vectors of L lanes.
+template <int L, int MR, int NB, typename Store>
+C10_ALWAYS_INLINE void relu_tile(const float* a, int64_t a_pixel, const PackedPointwise& w, int64_t m0, int64_t j0,
+                                 const Store& store) {
+  using V = typename Lanes<L>::V;
+  constexpr int P = kBlock / L;
+  constexpr int Q = NB * P;  // accumulator vectors per pixel
+  V acc[MR][Q];
+  const float* wb = w.weight + j0 * w.k * kBlock;
+#pragma GCC unroll 16
+  for (int q = 0; q < Q; ++q) {
+    const V b = vload<V>(w.bias + j0 * kBlock + q * L);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc[i][q] = b;
+  }
+  const float* ap = a + m0 * a_pixel;
+  for (int64_t k = 0; k < w.k; ++k) {
+    V wv[Q];
+#pragma GCC unroll 16
+    for (int q = 0; q < Q; ++q) wv[q] = vload<V>(wb + ((q / P) * w.k + k) * kBlock + (q % P) * L);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const V av = vbroadcast<V>(ap[i * a_pixel + k]);
+#pragma GCC unroll 16
+      for (int q = 0; q < Q; ++q) acc[i][q] += av * wv[q];
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) store.template put<V, P>(m0 + i, j0 + j, &acc[i][j * P]);
+  }
+}
+
+// Rows [0, M) of the NB blocks from j0: full MR tiles, then one shorter tile.
+template <int L, int MR, int NB, typename Store>
+C10_ALWAYS_INLINE void relu_columns(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w, int64_t j0,
+                                    const Store& store) {
+  int64_t m0 = 0;
+  for (; m0 + MR <= m; m0 += MR) relu_tile<L, MR, NB>(a, a_pixel, w, m0, j0, store);
+  const int64_t rest = m - m0;
+  if (rest == 0) return;
+  if constexpr (MR > 1) {
+    if (rest >= MR / 2 + (MR % 2)) {
+      // Tiles of half height cover what is left in at most two calls.
+      constexpr int H = MR / 2 + (MR % 2);
+      relu_tile<L, H, NB>(a, a_pixel, w, m0, j0, store);
+      m0 += H;
+    }
+  }
+  for (; m0 < m; ++m0) relu_tile<L, 1, NB>(a, a_pixel, w, m0, j0, store);
+}
+
+// relu(A @ W + bias) for M pixels, every output block, through `store`.
+template <int L, int MR, int NB_MAX, typename Store>
+C10_ALWAYS_INLINE void relu_gemm(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w,
+                                 const Store& store) {
+  static_assert(NB_MAX >= 1 && NB_MAX <= 4, "NB_MAX must be in [1, 4]");
+  for (int64_t j0 = 0; j0 < w.blocks; j0 += NB_MAX) {
+    const int64_t nb = std::min<int64_t>(NB_MAX, w.blocks - j0);
+    if (nb == NB_MAX) {
+      relu_columns<L, MR, NB_MAX>(a, a_pixel, m, w, j0, store);
+    } else if constexpr (NB_MAX > 1) {
+      if (nb == 1) {
+        relu_columns<L, MR, 1>(a, a_pixel, m, w, j0, store);
+      } else if constexpr (NB_MAX > 2) {
+        if (nb == 2) {
+          relu_columns<L, MR, 2>(a, a_pixel, m, w, j0, store);
+        } else if constexpr (NB_MAX > 3) {
+          relu_columns<L, MR, 3>(a, a_pixel, m, w, j0, store);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace shufflenet::cpu::gemm

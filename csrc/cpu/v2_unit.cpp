@@ -1,0 +1,624 @@
+// The whole ShuffleNet V2 unit in one pass on CPU (v2_unit, eval mode, BN folded).
+//
+// The unit reads its input once and writes its output once: no intermediate of a
+// branch goes to memory in full. Work is split into (image, band of output rows)
+// tasks over at::parallel_for; a band is walked in steps of a few output rows, and
+// per step, in per-thread scratch buffers sized to stay in cache (pixel-major,
+// channels padded to whole blocks of 16):
+//   1. the first 1x1 conv (+bias, ReLU) of the input rows the step needs that the
+//      previous step has not already computed (the rows it shares with the
+//      previous step are moved to the top of the buffer, not recomputed);
+//   2. the 3x3 depthwise conv (+bias) of those rows (stride 1 or 2, padding 1);
+//   3. stride 2: the projection branch from the same input rows, depthwise 3x3
+//      stride 2 (+bias) then 1x1 (+bias, ReLU);
+//   4. the second 1x1 conv (+bias, ReLU), whose epilogue writes the output with the
+//      concat and channel shuffle fused: channel 2i+1 = branch channel i, channel 2i =
+//      kept half (stride 1) or projection (stride 2) channel i.
+// The 1x1 convs are register-blocked GEMM tiles over weights packed once and cached
+// (gemm_tile.h, PackCache below).
+//
+// Fast path, float32 channels_last (what accelerate() feeds it): step 4 stores straight
+// into the output, the kept half interleaved in registers, and input rows are read in
+// place (a channel slice too; with stride 2 only when the input's channels are whole
+// blocks of 16, else they are copied to padded rows first, so that every depthwise load
+// is a whole vector). Otherwise (NCHW, float16, bfloat16) input rows are first
+// converted to float32 pixel-major rows in scratch, and each step's results are written
+// out (converted, rounded once) by a small commit pass over the step's output rows,
+// still while they are in cache. float64 runs the reference composition of the
+// per-op kernels (pointwise_conv, depthwise_conv2d, concat_shuffle): it is there for
+// checks, not speed.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/checks.h"
+#include "cpu/cpu_kernels.h"
+#include "cpu/float_vec.h"
+#include "cpu/gemm_tile.h"
+
+namespace shufflenet::cpu {
+namespace {
+
+using gemm::blocks_of;
+using gemm::kBlock;
+using gemm::padded;
+using gemm::PackedPointwise;
+
+// ---- packed weights, cached ---------------------------------------------------------
+
+enum class PackKind : int { kPointwise, kDepthwise, kBias };
+
+// [C_out, K, 1, 1] -> float [blocks][K][16], zero padded past C_out.
+at::Tensor pack_pointwise(const at::Tensor& w) {
+  const int64_t c_out = w.size(0), k = w.size(1);
+  const at::Tensor w2 = w.reshape({c_out, k}).to(at::kFloat);
+  return at::constant_pad_nd(w2, {0, 0, 0, padded(c_out) - c_out})
+      .view({blocks_of(c_out), kBlock, k})
+      .permute({0, 2, 1})
+      .contiguous();
+}
+
+// [C, 1, 3, 3] -> float [blocks][9][16], zero padded past C.
+at::Tensor pack_depthwise(const at::Tensor& w) {
+  const int64_t c = w.size(0);
+  const at::Tensor w2 = w.reshape({c, 9}).to(at::kFloat);
+  return at::constant_pad_nd(w2, {0, 0, 0, padded(c) - c}).view({blocks_of(c), kBlock, 9}).permute({0, 2, 1}).contiguous();
+}
+
+// [C] (or none) -> float [blocks * 16], zero padded.
+at::Tensor pack_bias(const at::Tensor& b, int64_t channels, const at::TensorOptions& like) {
+  at::Tensor out = at::zeros({padded(channels)}, like.dtype(at::kFloat));
+  if (b.defined()) out.narrow(0, 0, channels).copy_(b);
+  return out;
+}
+
+at::Tensor pack(const at::Tensor& t, PackKind kind, int64_t channels, const at::TensorOptions& like) {
+  switch (kind) {
+    case PackKind::kPointwise:
+      return pack_pointwise(t);
+    case PackKind::kDepthwise:
+      return pack_depthwise(t);
+    case PackKind::kBias:
+      return pack_bias(t, channels, like);
+  }
+  return at::Tensor();
+}
+
+// Packed weights, found by the source tensor's TensorImpl and kept only while the source
+// still holds the very values they were packed from: each lookup compares the source
+// with a copy kept at packing time (one read of the weights, from cache, much cheaper
+// than repacking). Identity, data pointer and version counter alone are not enough:
+// compiled graphs reuse one buffer for several weights and write it without bumping its
+// version. A model's folded weights (nn.units' FoldCache) are then packed once.
+class PackCache {
+ public:
+  at::Tensor get(const at::Tensor& t, PackKind kind, int64_t channels, const at::TensorOptions& like) {
+    if (!t.defined() || !t.is_contiguous()) return pack(t, kind, channels, like);
+    const Key key{t.unsafeGetTensorImpl(), kind};
+    const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
+    const char* data = static_cast<const char*>(t.const_data_ptr());
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      auto it = entries_.find(key);
+      if (it != entries_.end() && it->second.dtype == t.scalar_type() && at::IntArrayRef(it->second.sizes) == t.sizes() &&
+          it->second.values.size() == nbytes && std::memcmp(it->second.values.data(), data, nbytes) == 0) {
+        return it->second.packed;
+      }
+    }
+    at::Tensor packed = pack(t, kind, channels, like);
+    Entry entry{t.scalar_type(), t.sizes().vec(), std::vector<char>(data, data + nbytes), packed};
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (entries_.size() >= kMaxEntries) entries_.clear();
+    entries_.insert_or_assign(key, std::move(entry));
+    return packed;
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 1024;
+  struct Key {
+    const c10::TensorImpl* impl;
+    PackKind kind;
+    bool operator==(const Key& o) const { return impl == o.impl && kind == o.kind; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      return std::hash<const void*>()(k.impl) ^ (static_cast<size_t>(k.kind) * 0x9E3779B97F4A7C15ull);
+    }
+  };
+  struct Entry {
+    at::ScalarType dtype;
+    std::vector<int64_t> sizes;
+    std::vector<char> values;  // the source's bytes when it was packed
+    at::Tensor packed;
+  };
+
+  std::mutex mutex_;
+  std::unordered_map<Key, Entry, KeyHash> entries_;
+};
+
+PackCache& pack_cache() {
+  static PackCache cache;
+  return cache;
+}
+
+// ---- the plan of one call -----------------------------------------------------------
+
+using ConvertRowsFn = void (*)(const void* ctx, int64_t n, int64_t r0, int64_t r1, float* dst);
+using CommitRowsFn = void (*)(const void* ctx, int64_t n, int64_t ro0, int64_t ro1, const float* y,
+                              const float* proj);
+
+struct Plan {
+  int64_t h, w, h_out, w_out, stride;
+  int64_t c_branch, c_mid, c_half;  // as in V2UnitShape
+  int64_t cb_p, cm_p, ch_p;         // the same, padded to whole blocks
+  PackedPointwise pw1, pw2, proj_pw;
+  const float *dw, *dw_bias, *proj_dw, *proj_dw_bias;  // [blocks][9][16], [blocks * 16]
+  int64_t rows_per_step, bands;
+  // Fast path (float32, channels_last): the output stored directly (direct_out) and the
+  // input rows read in place (direct_in; with stride 2 only when the input's channels are
+  // whole blocks of 16, so that the projection's depthwise conv reads whole vectors).
+  bool direct_in, direct_out;
+  const float* in;    // image 0, pixel 0, channel 0 of the input
+  int64_t in_image;   // input strides: image, pixel (rows are w pixels apart)
+  int64_t in_pixel;
+  int64_t branch_c0;  // first input channel of the branch (C/2 with stride 1, 0 with stride 2)
+  float* out;         // dense channels_last output
+  int64_t out_image;
+  // Other dtypes and layouts: convert input rows [r0, r1) of image n (branch channels)
+  // into float [rows][w][cb_p]; write output rows [ro0, ro1) from the step's results.
+  ConvertRowsFn convert;
+  CommitRowsFn commit;
+  const void* ctx;
+};
+
+// Floats of per-thread scratch, each part starting on a 64-byte boundary.
+struct ScratchLayout {
+  int64_t in, mid, dw, proj_dw, proj, y, total;
+};
+
+ScratchLayout scratch_layout(const Plan& p) {
+  const int64_t r = p.rows_per_step;
+  const int64_t cap = p.stride == 1 ? r + 2 : 2 * r + 1;  // input rows one step reads
+  const int64_t px = r * p.w_out;
+  const auto round = [](int64_t v) { return (v + kBlock - 1) / kBlock * kBlock; };
+  ScratchLayout s{};
+  int64_t at = 0;
+  const auto take = [&](int64_t floats) {
+    const int64_t start = at;
+    at += round(floats);
+    return start;
+  };
+  s.in = take(p.direct_in ? 0 : cap * p.w * p.cb_p);
+  s.mid = take(cap * p.w * p.cm_p);
+  s.dw = take(px * p.cm_p);
+  s.proj_dw = take(p.stride == 2 ? px * p.cb_p : 0);
+  s.proj = take(p.stride == 2 ? px * p.ch_p : 0);
+  s.y = take(p.direct_out ? 0 : px * p.ch_p);
+  s.total = at;
+  return s;
+}
+
+// ---- the band kernel (compiled once per instruction set) -------------------------------
+
+// 3x3 depthwise, padding 1, stride `stride`, bias, no ReLU, over pixel-major rows:
+// input row iy (0 <= iy < h) starts at src + (iy - src_first) * src_row, pixels
+// src_pixel apart, channels contiguous, whole blocks of 16 of them read (the source is
+// padded scratch, or input rows whose channels are whole blocks). Writes output rows
+// [r0, r1) as dst[((r - r0) * w_out + x) * dst_ld + c], whole blocks of 16.
+template <int L>
+C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t src_row, int64_t src_pixel,
+                                    int64_t h, int64_t w, int64_t stride, int64_t r0, int64_t r1, int64_t w_out,
+                                    const float* weight, const float* bias, int64_t channels, float* dst,
+                                    int64_t dst_ld) {
+  using V = typename gemm::Lanes<L>::V;
+  for (int64_t part = 0; part < blocks_of(channels) * (kBlock / L); ++part) {
+    const int64_t blk = part / (kBlock / L);
+    const int64_t c0 = part * L;  // channels [c0, c0 + L) of block blk
+    const int64_t lane0 = c0 - blk * kBlock;
+    V wv[9];
+    for (int t = 0; t < 9; ++t) wv[t] = gemm::vload<V>(weight + (blk * 9 + t) * kBlock + lane0);
+    const V b = gemm::vload<V>(bias + c0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t iy0 = r * stride - 1;
+      const int dy_lo = iy0 < 0 ? 1 : 0;
+      const int dy_hi = static_cast<int>(std::min<int64_t>(3, h - iy0));
+      const float* rows[3];
+      for (int dy = dy_lo; dy < dy_hi; ++dy) rows[dy] = src + (iy0 + dy - src_first) * src_row + c0;
+      float* out = dst + (r - r0) * w_out * dst_ld + c0;
+      for (int64_t x = 0; x < w_out; ++x) {
+        const int64_t ix0 = x * stride - 1;
+        V acc = b;
+        if (ix0 >= 0 && ix0 + 2 < w) {
+          for (int dy = dy_lo; dy < dy_hi; ++dy) {
+            const float* q = rows[dy] + ix0 * src_pixel;
+            acc += wv[3 * dy] * gemm::vload<V>(q);
+            acc += wv[3 * dy + 1] * gemm::vload<V>(q + src_pixel);
+            acc += wv[3 * dy + 2] * gemm::vload<V>(q + 2 * src_pixel);
+          }
+        } else {
+          for (int dy = dy_lo; dy < dy_hi; ++dy) {
+            for (int dx = 0; dx < 3; ++dx) {
+              const int64_t ix = ix0 + dx;
+              if (ix >= 0 && ix < w) acc += wv[3 * dy + dx] * gemm::vload<V>(rows[dy] + ix * src_pixel);
+            }
+          }
+        }
+        gemm::vstore(out + x * dst_ld, acc);
+      }
+    }
+  }
+}
+
+// Output rows [ro_begin, ro_end) of image n (see the file comment for the steps).
+template <int L, int MR, int NB>
+C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t n, int64_t ro_begin,
+                                int64_t ro_end) {
+  const int64_t w = p.w, s = p.stride;
+  float* in_buf = scratch + sl.in;
+  float* mid = scratch + sl.mid;
+  float* dw_out = scratch + sl.dw;
+  const int64_t mid_row = w * p.cm_p, in_row = w * p.cb_p;
+  const float* in_image = p.direct_out ? p.in + n * p.in_image : nullptr;
+  int64_t first = 0, end = 0;  // input rows [first, end) are in the buffers
+  for (int64_t a = ro_begin; a < ro_end; a += p.rows_per_step) {
+    const int64_t b = std::min(a + p.rows_per_step, ro_end);
+    const int64_t lo = std::max<int64_t>(a * s - 1, 0);
+    const int64_t hi = std::min<int64_t>((b - 1) * s + 2, p.h);
+    if (end <= lo || end == first) {
+      first = end = lo;
+    } else if (lo > first) {  // keep the rows this step shares with the last one
+      const int64_t keep = end - lo;
+      std::memmove(mid, mid + (lo - first) * mid_row, keep * mid_row * sizeof(float));
+      if (!p.direct_in) std::memmove(in_buf, in_buf + (lo - first) * in_row, keep * in_row * sizeof(float));
+      first = lo;
+    }
+    if (hi > end) {
+      const float* rows;
+      int64_t pixel;
+      if (p.direct_in) {
+        rows = in_image + end * w * p.in_pixel + p.branch_c0;
+        pixel = p.in_pixel;
+      } else {
+        float* dst = in_buf + (end - first) * in_row;
+        p.convert(p.ctx, n, end, hi, dst);
+        rows = dst;
+        pixel = p.cb_p;
+      }
+      gemm::relu_gemm<L, MR, NB>(rows, pixel, (hi - end) * w, p.pw1, gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
+      end = hi;
+    }
+    depthwise3x3<L>(mid, first, mid_row, p.cm_p, p.h, w, s, a, b, p.w_out, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
+    const int64_t m = (b - a) * p.w_out;
+    const float* even = nullptr;
+    int64_t even_pixel = 0;
+    float* proj = scratch + sl.proj;
+    if (s == 2) {
+      float* proj_dw = scratch + sl.proj_dw;
+      if (p.direct_in) {
+        depthwise3x3<L>(in_image, 0, w * p.in_pixel, p.in_pixel, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias,
+                     p.c_branch, proj_dw, p.cb_p);
+      } else {
+        depthwise3x3<L>(in_buf, first, in_row, p.cb_p, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias, p.c_branch,
+                     proj_dw, p.cb_p);
+      }
+      gemm::relu_gemm<L, MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
+      even = proj;
+      even_pixel = p.ch_p;
+    } else if (p.direct_out) {
+      even = in_image + a * w * p.in_pixel;  // the kept half: channels [0, C/2)
+      even_pixel = p.in_pixel;
+    }
+    if (p.direct_out) {
+      gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2,
+                                 gemm::StoreInterleaved{p.out + n * p.out_image + a * p.w_out * 2 * p.c_half,
+                                                     2 * p.c_half, even, even_pixel, p.c_half});
+    } else {
+      float* y = scratch + sl.y;
+      gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2, gemm::StoreRows{y, p.ch_p});
+      p.commit(p.ctx, n, a, b, y, s == 2 ? proj : nullptr);
+    }
+  }
+}
+
+template <int L, int MR, int NB>
+C10_ALWAYS_INLINE void run_tasks(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t t0, int64_t t1) {
+  const int64_t rows = (p.h_out + p.bands - 1) / p.bands;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t n = t / p.bands, band = t % p.bands;
+    const int64_t r0 = band * rows, r1 = std::min(p.h_out, r0 + rows);
+    if (r0 < r1) run_band<L, MR, NB>(p, sl, scratch, n, r0, r1);
+  }
+}
+
+using RunTasksFn = void (*)(const Plan&, const ScratchLayout&, float*, int64_t, int64_t);
+
+// Vector width L and tile shapes: MR pixels x NB blocks of 16 channels of accumulators
+// must fit the vector registers with room for the weight vectors and a broadcast:
+// 6x4 zmm of 32 (AVX-512), 6x2 ymm of 16 (AVX2), 2x4 xmm of 16 (SSE2 baseline; NEON
+// and others have 32: 4x4).
+void run_tasks_baseline(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t t0, int64_t t1) {
+#if defined(__x86_64__)
+  run_tasks<4, 2, 1>(p, sl, scratch, t0, t1);
+#else
+  run_tasks<4, 4, 1>(p, sl, scratch, t0, t1);
+#endif
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SHUFFLENET_V2_UNIT_X86 1
+__attribute__((target("avx512f,avx2,fma"))) void run_tasks_avx512(const Plan& p, const ScratchLayout& sl,
+                                                                    float* scratch, int64_t t0, int64_t t1) {
+  run_tasks<16, 6, 4>(p, sl, scratch, t0, t1);
+}
+
+__attribute__((target("avx2,fma"))) void run_tasks_avx2(const Plan& p, const ScratchLayout& sl, float* scratch,
+                                                         int64_t t0, int64_t t1) {
+  run_tasks<8, 6, 1>(p, sl, scratch, t0, t1);
+}
+#endif
+
+// The best version this CPU runs (SHUFFLENET_CPU_ISA=avx2 or =baseline caps it, for tests).
+struct IsaChoice {
+  RunTasksFn fn;
+  const char* name;
+};
+
+IsaChoice choose_isa() {
+  const char* cap = std::getenv("SHUFFLENET_CPU_ISA");
+  const std::string limit = cap ? cap : "";
+#ifdef SHUFFLENET_V2_UNIT_X86
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (limit.empty() && avx2 && __builtin_cpu_supports("avx512f")) return {&run_tasks_avx512, "avx512"};
+  if ((limit.empty() || limit == "avx2") && avx2) return {&run_tasks_avx2, "avx2"};
+#endif
+  return {&run_tasks_baseline, "baseline"};
+}
+
+const IsaChoice& isa() {
+  static const IsaChoice choice = choose_isa();
+  return choice;
+}
+
+// ---- typed row conversion and commit (other dtypes and layouts) ------------------------
+
+template <typename scalar_t>
+struct Rows {
+  const scalar_t* in;  // image 0, pixel 0, first branch channel
+  int64_t in_image, in_channel, in_pixel;
+  const scalar_t* kept;  // stride 1: channel 0 of the input (the kept half)
+  scalar_t* out;
+  int64_t out_image, out_channel, out_pixel;
+  int64_t w, w_out, c_branch, cb_p, c_half, ch_p;
+};
+
+template <typename scalar_t>
+SHUFFLENET_CPU_MULTIVERSION void convert_rows(const void* ctx, int64_t n, int64_t r0, int64_t r1, float* dst) {
+  const Rows<scalar_t>& r = *static_cast<const Rows<scalar_t>*>(ctx);
+  const int64_t pixels = (r1 - r0) * r.w;
+  const scalar_t* src = r.in + n * r.in_image + r0 * r.w * r.in_pixel;
+  if (r.in_channel == 1) {
+    for (int64_t px = 0; px < pixels; ++px) {
+      const scalar_t* s = src + px * r.in_pixel;
+      float* d = dst + px * r.cb_p;
+      for (int64_t c = 0; c < r.c_branch; ++c) d[c] = static_cast<float>(s[c]);
+      for (int64_t c = r.c_branch; c < r.cb_p; ++c) d[c] = 0.f;
+    }
+  } else {
+    for (int64_t c = 0; c < r.c_branch; ++c) {
+      const scalar_t* s = src + c * r.in_channel;
+      for (int64_t px = 0; px < pixels; ++px) dst[px * r.cb_p + c] = static_cast<float>(s[px * r.in_pixel]);
+    }
+    for (int64_t px = 0; px < pixels; ++px) {
+      for (int64_t c = r.c_branch; c < r.cb_p; ++c) dst[px * r.cb_p + c] = 0.f;
+    }
+  }
+}
+
+template <typename scalar_t>
+SHUFFLENET_CPU_MULTIVERSION void commit_rows(const void* ctx, int64_t n, int64_t ro0, int64_t ro1, const float* y,
+                                             const float* proj) {
+  const Rows<scalar_t>& r = *static_cast<const Rows<scalar_t>*>(ctx);
+  const int64_t m0 = ro0 * r.w_out, pixels = (ro1 - ro0) * r.w_out;
+  scalar_t* out = r.out + n * r.out_image + m0 * r.out_pixel;
+  // stride 1: the kept half at the same pixels (w_out == w)
+  const scalar_t* kept = proj ? nullptr : r.kept + n * r.in_image + m0 * r.in_pixel;
+  if (r.out_channel == 1) {
+    for (int64_t px = 0; px < pixels; ++px) {
+      scalar_t* o = out + px * r.out_pixel;
+      const float* yp = y + px * r.ch_p;
+      if (proj) {
+        const float* pp = proj + px * r.ch_p;
+        for (int64_t c = 0; c < r.c_half; ++c) {
+          o[2 * c] = static_cast<scalar_t>(pp[c]);
+          o[2 * c + 1] = static_cast<scalar_t>(yp[c]);
+        }
+      } else {
+        const scalar_t* k = kept + px * r.in_pixel;
+        for (int64_t c = 0; c < r.c_half; ++c) {
+          o[2 * c] = k[c * r.in_channel];
+          o[2 * c + 1] = static_cast<scalar_t>(yp[c]);
+        }
+      }
+    }
+  } else {
+    for (int64_t c = 0; c < r.c_half; ++c) {
+      scalar_t* even = out + 2 * c * r.out_channel;
+      scalar_t* odd = even + r.out_channel;
+      if (proj) {
+        for (int64_t px = 0; px < pixels; ++px) even[px * r.out_pixel] = static_cast<scalar_t>(proj[px * r.ch_p + c]);
+      } else {
+        const scalar_t* k = kept + c * r.in_channel;
+        for (int64_t px = 0; px < pixels; ++px) even[px * r.out_pixel] = k[px * r.in_pixel];
+      }
+      for (int64_t px = 0; px < pixels; ++px) odd[px * r.out_pixel] = static_cast<scalar_t>(y[px * r.ch_p + c]);
+    }
+  }
+}
+
+// ---- entry ---------------------------------------------------------------------------
+
+using OptTensor = c10::optional<at::Tensor>;
+
+at::Tensor opt(const OptTensor& t) { return t.has_value() && t->defined() ? *t : at::Tensor(); }
+
+// Output pixels one step should cover: enough rows that the GEMM tiles stay full.
+constexpr int64_t kStepPixels = 48;
+
+// float64: the per-op composition (DESIGN.md's definition of the op), through the
+// dispatcher, for gradcheck-style checks; it writes the intermediates to memory.
+at::Tensor v2_unit_composed(const at::Tensor& input, const OptTensor& proj_dw_weight, const OptTensor& proj_dw_bias,
+                            const OptTensor& proj_pw_weight, const OptTensor& proj_pw_bias,
+                            const at::Tensor& pw1_weight, const OptTensor& pw1_bias, const at::Tensor& dw_weight,
+                            const OptTensor& dw_bias, const at::Tensor& pw2_weight, const OptTensor& pw2_bias,
+                            int64_t stride) {
+  static const auto pw_op = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("shufflenet::pointwise_conv", "")
+                                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, int64_t,
+                                                  int64_t, bool)>();
+  static const auto dw_op = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("shufflenet::depthwise_conv2d", "")
+                                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&,
+                                                  at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool)>();
+  static const auto cat_op = c10::Dispatcher::singleton()
+                                 .findSchemaOrThrow("shufflenet::concat_shuffle", "")
+                                 .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t)>();
+  const std::vector<int64_t> s = {stride, stride}, one = {1, 1};
+  const auto branch = [&](const at::Tensor& x) {
+    const at::Tensor t = pw_op.call(x, pw1_weight, pw1_bias, 1, 1, true);
+    return pw_op.call(dw_op.call(t, dw_weight, dw_bias, s, one, one, false), pw2_weight, pw2_bias, 1, 1, true);
+  };
+  if (stride == 1) {
+    const int64_t half = input.size(1) / 2;
+    return cat_op.call(input.narrow(1, 0, half), branch(input.narrow(1, half, half)), 2);
+  }
+  const at::Tensor p = pw_op.call(dw_op.call(input, *proj_dw_weight, proj_dw_bias, s, one, one, false),
+                                  *proj_pw_weight, proj_pw_bias, 1, 1, true);
+  return cat_op.call(p, branch(input), 2);
+}
+
+at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight, const OptTensor& proj_dw_bias,
+                       const OptTensor& proj_pw_weight, const OptTensor& proj_pw_bias, const at::Tensor& pw1_weight,
+                       const OptTensor& pw1_bias, const at::Tensor& dw_weight, const OptTensor& dw_bias,
+                       const at::Tensor& pw2_weight, const OptTensor& pw2_bias, int64_t stride) {
+  // Helper ATen calls below are implementation details, not part of any autograd graph.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const V2UnitShape shape = check_v2_unit_args(input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias,
+                                               pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias, stride);
+  const at::MemoryFormat fmt = output_memory_format(input);
+  at::Tensor out = empty_in_format({shape.n, 2 * shape.c_half, shape.h_out, shape.w_out}, input, fmt);
+  if (out.numel() == 0) return out;
+  if (input.scalar_type() == at::kDouble) {
+    at::Tensor y = v2_unit_composed(input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias, pw1_weight,
+                                    pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias, stride);
+    out.copy_(y);
+    return out;
+  }
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+
+  PackCache& cache = pack_cache();
+  const at::TensorOptions opts = input.options();
+  const auto pointwise = [&](const at::Tensor& w, const OptTensor& b, at::Tensor& wp, at::Tensor& bp) {
+    wp = cache.get(w, PackKind::kPointwise, w.size(0), opts);
+    bp = cache.get(opt(b), PackKind::kBias, w.size(0), opts);
+    return PackedPointwise{wp.const_data_ptr<float>(), bp.const_data_ptr<float>(), w.size(1), w.size(0),
+                           blocks_of(w.size(0))};
+  };
+  at::Tensor keep[10];  // the packed tensors, alive for the call
+  Plan p{};
+  p.h = shape.h;
+  p.w = shape.w;
+  p.h_out = shape.h_out;
+  p.w_out = shape.w_out;
+  p.stride = stride;
+  p.c_branch = shape.c_branch;
+  p.c_mid = shape.c_mid;
+  p.c_half = shape.c_half;
+  p.cb_p = padded(shape.c_branch);
+  p.cm_p = padded(shape.c_mid);
+  p.ch_p = padded(shape.c_half);
+  p.pw1 = pointwise(pw1_weight, pw1_bias, keep[0], keep[1]);
+  p.pw2 = pointwise(pw2_weight, pw2_bias, keep[2], keep[3]);
+  keep[4] = cache.get(dw_weight, PackKind::kDepthwise, shape.c_mid, opts);
+  keep[5] = cache.get(opt(dw_bias), PackKind::kBias, shape.c_mid, opts);
+  p.dw = keep[4].const_data_ptr<float>();
+  p.dw_bias = keep[5].const_data_ptr<float>();
+  if (stride == 2) {
+    p.proj_pw = pointwise(*proj_pw_weight, proj_pw_bias, keep[6], keep[7]);
+    keep[8] = cache.get(*proj_dw_weight, PackKind::kDepthwise, shape.c_branch, opts);
+    keep[9] = cache.get(opt(proj_dw_bias), PackKind::kBias, shape.c_branch, opts);
+    p.proj_dw = keep[8].const_data_ptr<float>();
+    p.proj_dw_bias = keep[9].const_data_ptr<float>();
+  }
+
+  // Bands: enough (image, band) tasks for every thread; each band re-reads the input
+  // rows at its edges (one or two), so no more of them than that.
+  const int64_t threads = std::max(1, at::get_num_threads());
+  p.bands = shape.n >= threads ? 1 : std::min(shape.h_out, (threads + shape.n - 1) / shape.n);
+  const int64_t band_rows = (shape.h_out + p.bands - 1) / p.bands;
+  p.rows_per_step = std::clamp<int64_t>((kStepPixels + shape.w_out - 1) / shape.w_out, 1, band_rows);
+
+  p.branch_c0 = stride == 1 ? shape.c_branch : 0;
+  p.direct_out = cl && x.scalar_type() == at::kFloat && x.stride(1) == 1;
+  p.direct_in = p.direct_out && (stride == 1 || shape.c_branch % kBlock == 0);
+  if (p.direct_out) {
+    p.in = x.const_data_ptr<float>();
+    p.in_image = x.stride(0);
+    p.in_pixel = x.stride(3);
+    p.out = out.mutable_data_ptr<float>();
+    p.out_image = out.stride(0);
+  }
+  const ScratchLayout sl = scratch_layout(p);
+  const RunTasksFn run = isa().fn;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "v2_unit_cpu", [&] {
+    // NCHW-like input: pixels 1 apart (rows w apart); channels_last-like: channels 1 apart.
+    Rows<scalar_t> rows{};
+    const bool nchw = !cl;  // with_plain_strides made x plain in the output's format
+    rows.in_image = x.stride(0);
+    rows.in_channel = nchw ? x.stride(1) : 1;
+    rows.in_pixel = nchw ? 1 : x.stride(3);
+    rows.kept = x.const_data_ptr<scalar_t>();
+    rows.in = rows.kept + p.branch_c0 * rows.in_channel;
+    rows.out = out.mutable_data_ptr<scalar_t>();
+    rows.out_image = out.stride(0);
+    rows.out_channel = cl ? 1 : shape.h_out * shape.w_out;
+    rows.out_pixel = cl ? 2 * shape.c_half : 1;
+    rows.w = shape.w;
+    rows.w_out = shape.w_out;
+    rows.c_branch = shape.c_branch;
+    rows.cb_p = p.cb_p;
+    rows.c_half = shape.c_half;
+    rows.ch_p = p.ch_p;
+    p.convert = &convert_rows<scalar_t>;
+    p.commit = &commit_rows<scalar_t>;
+    p.ctx = &rows;
+    at::parallel_for(0, shape.n * p.bands, 1, [&](int64_t t0, int64_t t1) {
+      thread_local std::vector<float> buffer;
+      const size_t need = static_cast<size_t>(sl.total + kBlock);
+      if (buffer.size() < need) buffer.resize(need);
+      // 64-byte aligned start
+      const uintptr_t base = reinterpret_cast<uintptr_t>(buffer.data());
+      float* scratch = buffer.data() + ((64 - base % 64) % 64) / sizeof(float);
+      run(p, sl, scratch, t0, t1);
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(shufflenet, CPU, m) { m.impl("v2_unit", &v2_unit_cpu); }
+
+}  // namespace shufflenet::cpu
