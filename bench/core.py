@@ -365,6 +365,11 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         env["cudnn_version"] = torch.backends.cudnn.version()
         env["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+    if sk.has_cuda_kernels():
+        from .cuda_resources import environment_record
+
+        # Registers, shared memory and stack of every CUDA kernel (cuobjdump; no GPU needed).
+        env["cuda_kernel_resources"] = environment_record()
     return env
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cuda_resources
 from .paper_tables import CITATION as PAPER_CITATION
 
 OP_FAMILIES = ("channel_shuffle", "concat_shuffle", "pointwise_conv", "depthwise_conv2d")
@@ -793,7 +794,7 @@ def write_report(doc: dict[str, Any], out: str | Path, plots: bool = True) -> li
     """Writes ``report.md`` (and the PNG plots unless ``plots`` is False) to ``out``; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = _header(doc)
+    lines = _header(doc) + cuda_resources.report_lines(doc["machine_info"])
     lines += [
         "## Summary",
         "",

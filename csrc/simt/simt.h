@@ -413,3 +413,6 @@ cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, i
 
 // The CUDA host functions register for CPU tensors in namespace shufflenet_simt.
 #define SHUFFLENET_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(shufflenet_simt, CPU, m)
+
+// nvcuda::wmma (the warp matrix API of <mma.h>) for the tensor-core kernels.
+#include "simt/wmma.h"
