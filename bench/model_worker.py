@@ -58,7 +58,7 @@ DESCRIPTIONS: dict[str, str] = {
     "compile": "torch.compile(model) (default mode), NCHW input",
     "compile_freezing": "torch.compile with torch._inductor.config.freezing=True (weights folded as constants)",
     "compile_max_autotune": 'torch.compile(mode="max-autotune")',
-    "accelerate": "shufflenet_kernels.accelerate(model): per-op kernels, BN folded, channels_last on entry",
+    "accelerate": "shufflenet_kernels.accelerate(model, fuse_units=False): per-op kernels, BN folded, channels_last on entry",
     "accelerate_fused": "shufflenet_kernels.accelerate(model, fuse_units=True): fused units",
     "onnxruntime": "ONNX Runtime, CPU execution provider, intra_op_num_threads=T, inter_op_num_threads=1",
     "openvino": "OpenVINO CPU plugin from the ONNX file, INFERENCE_NUM_THREADS=T, NUM_STREAMS=1, "
@@ -152,7 +152,9 @@ def build_contender(name: str, m: Any, x: Any, threads: int, tmp: Path) -> tuple
     if name.startswith("accelerate"):
         import shufflenet_kernels as sk
 
-        kwargs = {"fuse_units": True} if name == "accelerate_fused" else {}
+        kwargs = {}
+        if "fuse_units" in inspect.signature(sk.accelerate).parameters:  # the per-op path, explicitly
+            kwargs["fuse_units"] = name == "accelerate_fused"
         ma = sk.accelerate(m, **kwargs)  # converts a deep copy
         return (lambda: ma(x)), info
     if name in ("onnxruntime", "openvino"):
