@@ -58,7 +58,9 @@ DESCRIPTIONS: dict[str, str] = {
     "compile": "torch.compile(model) (default mode), NCHW input",
     "compile_freezing": "torch.compile with torch._inductor.config.freezing=True (weights folded as constants)",
     "compile_max_autotune": 'torch.compile(mode="max-autotune")',
-    "accelerate": "shufflenet_kernels.accelerate(model, fuse_units=False): per-op kernels, BN folded, channels_last on entry",
+    "accelerate": (
+        "shufflenet_kernels.accelerate(model, fuse_units=False): per-op kernels, BN folded, channels_last on entry"
+    ),
     "accelerate_fused": "shufflenet_kernels.accelerate(model, fuse_units=True): fused units",
     "onnxruntime": "ONNX Runtime, CPU execution provider, intra_op_num_threads=T, inter_op_num_threads=1",
     "openvino": "OpenVINO CPU plugin from the ONNX file, INFERENCE_NUM_THREADS=T, NUM_STREAMS=1, "
