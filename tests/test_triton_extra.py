@@ -269,6 +269,41 @@ def test_pointwise_odd_shapes() -> None:
     assert gw.shape == (0,) and gb.shape == (0,)
 
 
+def test_pointwise_index64_choice() -> None:
+    """int64 tile offsets only when some tensor's largest element offset reaches 2^31."""
+    from shufflenet_kernels.triton_kernels import pointwise as pw
+
+    def t(*sizes_strides: tuple[int, int]) -> torch.Tensor:
+        sizes, strides = zip(*sizes_strides, strict=True)
+        return torch.empty_strided(sizes, strides, device="meta")
+
+    assert not pw._index64(t((2, 2**30 - 1), (4, 1)), t((3, 1), (1, 1)))
+    assert pw._index64(t((2, 2**30 - 1), (4, 1)), t((2, 1), (2**31, 1)))
+    assert pw._index64(t((2, 2**30 + 1), (2**30 + 1, 1)))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "slice_channels_last"])
+def test_pointwise_int64_offsets(monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """The int64 fallback of the pointwise kernels (taken past 2^31 elements) computes the
+    same results: forced here on small tensors."""
+    from shufflenet_kernels.triton_kernels import pointwise as pw
+
+    monkeypatch.setattr(pw, "_INT32_LIMIT", 0)
+    x = make_input(2, 24, 3, 5, layout)
+    w = torch.randn(48, 8, 1, 1, device=DEVICE)
+    b = torch.randn(48, device=DEVICE)
+    y = ops.pointwise_conv(x, w, b, 3, 4, True)
+    xr, wr, br = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    ref = R.pointwise_conv(xr, wr, br, 3, 4, True)
+    check_close(y, ref, 1e-5, 1e-5)
+    go = torch.randn_like(ref)
+    ref.backward(go)
+    gi, gw, gb = ops.pointwise_conv_backward(go, x, w, y, 3, 4, [True, True, True])
+    check_close(gi, xr.grad, 1e-5, 1e-5)
+    check_close(gw, wr.grad, 1e-5, 1e-4)
+    check_close(gb, br.grad, 1e-5, 1e-4)
+
+
 # ---- autograd, opcheck, compile ------------------------------------------------------------
 
 GRAD_DTYPE = torch.float64 if DEVICE == "cpu" else torch.float32
