@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Specializations that ptxas is known to make spill for sm_90a: (kernel, text in the
-# specialization or "" for all). The pointwise GEMMs no longer spill: int32 tile
-# offsets (INDEX64=0) and 8 warps for the fp32 3xTF32 tiles (numbers in
-# triton_kernels/pointwise.py). The 7x7 stride-2 depthwise forward (fp16/bf16,
-# BLOCK_C=4 BLOCK_H=8 BLOCK_W=8, 8 warps) spills 16 B at 48 registers, cause not
-# found yet.
-KNOWN_SPILLS = {("_dw_forward_kernel", "KH=7,KW=7")}
+# specialization or "" for all); none at present. The pointwise GEMMs spilled in the
+# general case (groups > 1, shuffle, every dtype; worst fp32 3xTF32, up to 3.6 KB)
+# with int64 offsets per tile element, and the 7x7 stride-2 depthwise forward 16 B
+# with int64 tap arithmetic: both use int32 unless a tensor needs more (numbers in
+# triton_kernels/pointwise.py and depthwise.py).
+KNOWN_SPILLS: set[tuple[str, str]] = set()
 
 
 def _known_spill(r: dict) -> bool:

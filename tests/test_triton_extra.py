@@ -196,6 +196,23 @@ def test_depthwise_output_mask_and_empty_batch() -> None:
     )
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_depthwise_forward_int64_taps(monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """The forward's int64 tap arithmetic (taken when an image row spans 2^31 elements)
+    computes the same results: forced here on a small tensor."""
+    from shufflenet_kernels.triton_kernels import depthwise as dw
+
+    x = make_input(2, 3, 9, 11, layout)
+    big = torch.empty_strided((1, 1, 2, 2), (4, 4, 2**31, 1), device="meta")
+    assert dw._rows_index64(big) and not dw._rows_index64(x)
+    monkeypatch.setattr(dw, "_INT32_LIMIT", 0)
+    assert dw._rows_index64(x)
+    w = torch.randn(3, 1, 7, 7, device=DEVICE)
+    b = torch.randn(3, device=DEVICE)
+    y = ops.depthwise_conv2d(x, w, b, [2, 2], [3, 3], [1, 1], True)
+    check_close(y, R.depthwise_conv2d(x, w, b, [2, 2], [3, 3], [1, 1], True), 1e-5, 1e-5)
+
+
 def test_depthwise_tiny_and_asymmetric() -> None:
     for shape, k, s, p in [((1, 3, 1, 1), (3, 3), (1, 1), (1, 1)), ((2, 5, 4, 9), (3, 5), (2, 1), (1, 2))]:
         x = torch.randn(shape, device=DEVICE)
