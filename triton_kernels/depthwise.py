@@ -130,8 +130,11 @@ def _dw_forward_kernel(
         iw0 = ow * SW - pad_w
     else:
         # Row and column offsets within an image fit in int32 (checked on the host):
-        # 32-bit tap arithmetic. With int64 the 7x7 stride-2 fp16 tile spilled 16 B at
-        # 48 registers (sm_90a); with int32 it takes 32 and does not spill.
+        # 32-bit tap arithmetic. NOTE: ptxas, sm_90a: with int64 the NCHW 7x7 stride-2
+        # fp16/bf16 tile spilled 16 B at 48 registers, with int32 it takes 32; most
+        # NCHW tiles take fewer registers (3x3 1x32x32: 64-70 -> 46-48, 5x5 stride-2
+        # 8x8x8: 77-90 -> 40-60). Channels-last tiles took more (3x3 64x2x8: 56-64 ->
+        # 127-134), so they keep int64.
         ih0 = oh.to(tl.int32) * SH - pad_h
         iw0 = ow.to(tl.int32) * SW - pad_w
     for kh in tl.static_range(KH):
@@ -551,7 +554,7 @@ def depthwise_conv2d(
         HAS_BIAS=bias is not None,
         RELU=relu,
         FP64=acc_is_fp64(input),
-        INDEX64=_rows_index64(x),
+        INDEX64=channels_last or _rows_index64(x),
         **meta,
     )
     return out
