@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Specializations that ptxas is known to make spill for sm_90a: (kernel, text in the
-# specialization or "" for all). The pointwise GEMMs spill in the general case
-# (groups > 1, shuffled, any dtype; worst fp32 3xTF32): their operand tiles are
-# addressed with 64-bit offsets per element (numbers in triton_kernels/pointwise.py).
-# The 7x7 stride-2 depthwise forward spills 16 B at 48 registers, cause not found yet.
-KNOWN_SPILLS = {("_pw_forward_kernel", ""), ("_pw_backward_input_kernel", ""), ("_dw_forward_kernel", "KH=7,KW=7")}
+# specialization or "" for all); none at present. The pointwise GEMMs spilled in the
+# general case (groups > 1, shuffle, every dtype; worst fp32 3xTF32, up to 3.6 KB)
+# with int64 offsets per tile element, and the 7x7 stride-2 depthwise forward 16 B
+# with int64 tap arithmetic: both use int32 unless a tensor needs more (numbers in
+# triton_kernels/pointwise.py and depthwise.py).
+KNOWN_SPILLS: set[tuple[str, str]] = set()
 
 
 def _known_spill(r: dict) -> bool:

@@ -196,6 +196,23 @@ def test_depthwise_output_mask_and_empty_batch() -> None:
     )
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_depthwise_forward_int64_taps(monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """The forward's int64 tap arithmetic (taken when an image row spans 2^31 elements)
+    computes the same results: forced here on a small tensor."""
+    from shufflenet_kernels.triton_kernels import depthwise as dw
+
+    x = make_input(2, 3, 9, 11, layout)
+    big = torch.empty_strided((1, 1, 2, 2), (4, 4, 2**31, 1), device="meta")
+    assert dw._rows_index64(big) and not dw._rows_index64(x)
+    monkeypatch.setattr(dw, "_INT32_LIMIT", 0)
+    assert dw._rows_index64(x)
+    w = torch.randn(3, 1, 7, 7, device=DEVICE)
+    b = torch.randn(3, device=DEVICE)
+    y = ops.depthwise_conv2d(x, w, b, [2, 2], [3, 3], [1, 1], True)
+    check_close(y, R.depthwise_conv2d(x, w, b, [2, 2], [3, 3], [1, 1], True), 1e-5, 1e-5)
+
+
 def test_depthwise_tiny_and_asymmetric() -> None:
     for shape, k, s, p in [((1, 3, 1, 1), (3, 3), (1, 1), (1, 1)), ((2, 5, 4, 9), (3, 5), (2, 1), (1, 2))]:
         x = torch.randn(shape, device=DEVICE)
@@ -267,6 +284,41 @@ def test_pointwise_odd_shapes() -> None:
     assert gi.shape == x0.shape and torch.equal(gw, torch.zeros_like(w)) and torch.equal(gb, torch.zeros(4))
     gi, gw, gb = ops.pointwise_conv_backward(torch.randn(3, 4, 1, 1), x, w, None, 4, 4, [True, False, False])
     assert gw.shape == (0,) and gb.shape == (0,)
+
+
+def test_pointwise_index64_choice() -> None:
+    """int64 tile offsets only when some tensor's largest element offset reaches 2^31."""
+    from shufflenet_kernels.triton_kernels import pointwise as pw
+
+    def t(*sizes_strides: tuple[int, int]) -> torch.Tensor:
+        sizes, strides = zip(*sizes_strides, strict=True)
+        return torch.empty_strided(sizes, strides, device="meta")
+
+    assert not pw._index64(t((2, 2**30 - 1), (4, 1)), t((3, 1), (1, 1)))
+    assert pw._index64(t((2, 2**30 - 1), (4, 1)), t((2, 1), (2**31, 1)))
+    assert pw._index64(t((2, 2**30 + 1), (2**30 + 1, 1)))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "slice_channels_last"])
+def test_pointwise_int64_offsets(monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """The int64 fallback of the pointwise kernels (taken past 2^31 elements) computes the
+    same results: forced here on small tensors."""
+    from shufflenet_kernels.triton_kernels import pointwise as pw
+
+    monkeypatch.setattr(pw, "_INT32_LIMIT", 0)
+    x = make_input(2, 24, 3, 5, layout)
+    w = torch.randn(48, 8, 1, 1, device=DEVICE)
+    b = torch.randn(48, device=DEVICE)
+    y = ops.pointwise_conv(x, w, b, 3, 4, True)
+    xr, wr, br = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    ref = R.pointwise_conv(xr, wr, br, 3, 4, True)
+    check_close(y, ref, 1e-5, 1e-5)
+    go = torch.randn_like(ref)
+    ref.backward(go)
+    gi, gw, gb = ops.pointwise_conv_backward(go, x, w, y, 3, 4, [True, True, True])
+    check_close(gi, xr.grad, 1e-5, 1e-5)
+    check_close(gw, wr.grad, 1e-5, 1e-4)
+    check_close(gb, br.grad, 1e-5, 1e-4)
 
 
 # ---- autograd, opcheck, compile ------------------------------------------------------------

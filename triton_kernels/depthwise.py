@@ -109,6 +109,7 @@ def _dw_forward_kernel(
     HAS_BIAS: tl.constexpr,
     RELU: tl.constexpr,
     FP64: tl.constexpr,
+    INDEX64: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
@@ -124,8 +125,18 @@ def _dw_forward_kernel(
     # one load of x and one of the weight remain.
     x_base = x_ptr + n * x_sn + c * x_sc
     w_base = w_ptr + c * (KH * KW)
-    ih0 = oh * SH - pad_h
-    iw0 = ow * SW - pad_w
+    if INDEX64:
+        ih0 = oh * SH - pad_h
+        iw0 = ow * SW - pad_w
+    else:
+        # Row and column offsets within an image fit in int32 (checked on the host):
+        # 32-bit tap arithmetic. NOTE: ptxas, sm_90a: with int64 the NCHW 7x7 stride-2
+        # fp16/bf16 tile spilled 16 B at 48 registers, with int32 it takes 32; most
+        # NCHW tiles take fewer registers (3x3 1x32x32: 64-70 -> 46-48, 5x5 stride-2
+        # 8x8x8: 77-90 -> 40-60). Channels-last tiles took more (3x3 64x2x8: 56-64 ->
+        # 127-134), so they keep int64.
+        ih0 = oh.to(tl.int32) * SH - pad_h
+        iw0 = ow.to(tl.int32) * SW - pad_w
     for kh in tl.static_range(KH):
         ih = ih0 + kh * DH
         row_mask = c_mask & (ih >= 0) & (ih < H)
@@ -393,6 +404,16 @@ def _strides(t: Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
+# Row or column offsets within an image at or past this need int64 tap arithmetic.
+_INT32_LIMIT = 2**31
+
+
+def _rows_index64(x: Tensor) -> bool:
+    """True when a row offset ``(H - 1) * |stride_h|`` or column offset ``(W - 1) * |stride_w|``
+    of ``x`` ``[N, C, H, W]`` does not fit in int32 (the forward's taps then use int64)."""
+    return max((x.shape[2] - 1) * abs(x.stride(2)), (x.shape[3] - 1) * abs(x.stride(3))) >= _INT32_LIMIT
+
+
 def _conv_meta(weight: Tensor, stride: Sequence[int], dilation: Sequence[int]) -> dict:
     return dict(
         KH=weight.shape[2], KW=weight.shape[3], SH=stride[0], SW=stride[1], DH=dilation[0], DW=dilation[1]
@@ -533,6 +554,7 @@ def depthwise_conv2d(
         HAS_BIAS=bias is not None,
         RELU=relu,
         FP64=acc_is_fp64(input),
+        INDEX64=channels_last or _rows_index64(x),
         **meta,
     )
     return out

@@ -11,6 +11,8 @@ output channel ``shuffle_dest(j)``; the backward reads grad_output the same way.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -33,27 +35,46 @@ from ._common import (
 
 # ---- autotune configs ------------------------------------------------------------
 
+
+def _config(m: int, n: int, k: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=warps, num_stages=stages)
+
+
 # NOTE: educated defaults for Hopper/Ampere-class GPUs, not yet measured here.
 # ShuffleNet 1x1 convs have few channels per group (12 to 976) and many pixels
 # (N*H*W up to ~800k), so the configs favour wide pixel tiles (BLOCK_N) and cover
 # small channel counts with BLOCK_M = 16/32 so grouped layers (V1, g = 8) do not
 # waste most of each tile. The key is the GEMM shape: channels per group and pixels.
+# fp16 / bf16 operands:
 _GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 16, "BLOCK_N": 256, "BLOCK_K": 16}, num_warps=4, num_stages=3),
+    _config(64, 128, 32, 4, 3),
+    _config(128, 128, 32, 8, 3),
+    _config(64, 64, 64, 8, 4),
+    _config(32, 128, 32, 4, 4),
+    _config(16, 256, 16, 4, 3),
 ]
+# fp32 operands (3xTF32: high and low parts of both operand tiles in registers): the
+# same tiles with 8 warps, or a smaller K step.
+_GPU_CONFIGS_FP32 = [
+    _config(64, 128, 32, 8, 3),
+    _config(128, 128, 32, 8, 3),
+    _config(64, 64, 32, 4, 3),
+    _config(32, 128, 32, 8, 4),
+    _config(16, 256, 16, 8, 3),
+]
+# NOTE: ptxas for sm_90a (Triton 3.6, triton_kernels/aot.py --per-layout), groups > 1
+# and shuffle, NCHW / channels_last / 1x1 images: none of these configs spills (fp32
+# up to 255 registers at 128x128x32, fp16/bf16 up to 255 at 16x256x16 channels_last).
+# With int64 offsets per tile element (now INDEX64=1 only) 44 of 90 specializations
+# spilled: fp32 up to 3.6 KB, fp16/bf16 up to 1.6 KB. With int32 offsets these still
+# spilled and were replaced: 4 warps on the fp32 tiles (64x128x32 56-224 B,
+# 32x128x32 40-368 B, 16x256x16 40-72 B in backward input), 64x64x64 with 4 warps (fp32
+# 20-904 B, fp16/bf16 16 B; with 8 warps fp32 still 8-12 B). Earlier 128x64x64 with 4
+# warps spilled the most (fp32 up to 3.7 KB) and was dropped.
 # Under the interpreter autotuning would run every config: use one.
-_INTERPRET_CONFIGS = [triton.Config({"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4)]
+_INTERPRET_CONFIGS = [_config(32, 128, 32, 4, 3)]
 _CONFIGS = _INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS
-# NOTE: compiled for sm_90a (triton_kernels/aot.py), BLOCK_M=128 BLOCK_N=64
-# BLOCK_K=64 with 4 warps spilled the most of all configs in every dtype and layout
-# (forward fp32 2.0-3.7 KB, fp16/bf16 744-760 B; backward input fp32 up to 3.3 KB,
-# 255 registers) and was dropped. The others still spill in the general case
-# (groups > 1, shuffle, fp32 3xTF32: 44 B to 3.6 KB), from the 64-bit offsets of
-# each [BLOCK_K, BLOCK_N] operand tile; see tests/test_triton_compile.py.
+_CONFIGS_FP32 = _INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS_FP32
 _KEY = ["CIG", "COG", "Q"]
 
 # Read by the jitted code as a compile-time constant.
@@ -86,6 +107,15 @@ def _mma(a, b, acc, FP32_PRECISE: tl.constexpr):
 
 
 @triton.jit
+def _index(i, INDEX64: tl.constexpr):
+    """``i`` as int64 when INDEX64 (some tensor spans 2^31 elements or more), else as is (int32)."""
+    if INDEX64:
+        return i.to(tl.int64)
+    else:
+        return i
+
+
+@triton.jit
 def _zeros(M: tl.constexpr, N: tl.constexpr, FP64: tl.constexpr):
     if FP64:
         return tl.zeros([M, N], dtype=tl.float64)
@@ -93,7 +123,6 @@ def _zeros(M: tl.constexpr, N: tl.constexpr, FP64: tl.constexpr):
         return tl.zeros([M, N], dtype=tl.float32)
 
 
-@triton.autotune(configs=_CONFIGS, key=_KEY)
 @triton.jit
 def _pw_forward_kernel(
     x_ptr,
@@ -120,37 +149,41 @@ def _pw_forward_kernel(
     SHUFFLE: tl.constexpr,
     FP64: tl.constexpr,
     FP32_PRECISE: tl.constexpr,
+    INDEX64: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     # Programs: channel block fastest, then group, then pixel block, so the
     # programs sharing one input pixel tile run together (L2 reuse of x).
-    pid = tl.program_id(0).to(tl.int64)
+    pid = _index(tl.program_id(0), INDEX64)
     num_m = tl.cdiv(COG, BLOCK_M)
     mb = pid % num_m
     rest = pid // num_m
     g = rest % groups
     qb = rest // groups
 
-    m = mb * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
-    q = qb * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    q = qb * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = m < COG
     q_ok = q < Q
     x_q = (q // S) * x_sn + (q % S) * x_ss
     co = g * COG + m
-    ci0 = g * CIG
+    kk = _index(tl.arange(0, BLOCK_K), INDEX64)
+    # The group's first weight column and input channel: scalar pointers moved
+    # along K, so the per-element offsets stay loop-invariant and small.
+    w_k = w_ptr
+    x_k = x_ptr + g * CIG * x_sc
+    a_off = co[:, None] * w_so + kk[None, :] * w_si
+    b_off = kk[:, None] * x_sc + x_q[None, :]
     acc = _zeros(BLOCK_M, BLOCK_N, FP64)
     for k0 in range(0, CIG, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
-        k_ok = k < CIG
-        a = tl.load(
-            w_ptr + co[:, None] * w_so + k[None, :] * w_si, mask=m_ok[:, None] & k_ok[None, :], other=0.0
-        )
-        b = tl.load(
-            x_ptr + (ci0 + k)[:, None] * x_sc + x_q[None, :], mask=k_ok[:, None] & q_ok[None, :], other=0.0
-        )
+        k_ok = kk < CIG - k0
+        a = tl.load(w_k + a_off, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(x_k + b_off, mask=k_ok[:, None] & q_ok[None, :], other=0.0)
         acc = _mma(a, b, acc, FP32_PRECISE)
+        w_k += BLOCK_K * w_si
+        x_k += BLOCK_K * x_sc
     if HAS_BIAS:
         acc += tl.load(b_ptr + co, mask=m_ok, other=0.0).to(acc.dtype)[:, None]
     if RELU:
@@ -202,7 +235,6 @@ def _load_grad(
     return gv
 
 
-@triton.autotune(configs=_CONFIGS, key=_KEY)
 @triton.jit
 def _pw_backward_input_kernel(
     g_ptr,
@@ -231,26 +263,27 @@ def _pw_backward_input_kernel(
     SHUFFLE: tl.constexpr,
     FP64: tl.constexpr,
     FP32_PRECISE: tl.constexpr,
+    INDEX64: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     # grad_input[g] = W[g]^T @ grad_conv[g]: M = input channels of the group,
     # K = its output channels, read from grad_output at their shuffled places.
-    pid = tl.program_id(0).to(tl.int64)
+    pid = _index(tl.program_id(0), INDEX64)
     num_m = tl.cdiv(CIG, BLOCK_M)
     mb = pid % num_m
     rest = pid // num_m
     g = rest % groups
     qb = rest // groups
 
-    k_in = mb * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
-    q = qb * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+    k_in = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    q = qb * BLOCK_N + tl.arange(0, BLOCK_N)
     k_ok = k_in < CIG
     q_ok = q < Q
     acc = _zeros(BLOCK_M, BLOCK_N, FP64)
     for j0 in range(0, COG, BLOCK_K):
-        j = j0 + tl.arange(0, BLOCK_K).to(tl.int64)
+        j = j0 + _index(tl.arange(0, BLOCK_K), INDEX64)
         j_ok = j < COG
         co = g * COG + j
         a = tl.load(
@@ -280,6 +313,18 @@ def _pw_backward_input_kernel(
         acc.to(gi_ptr.dtype.element_ty),
         mask=k_ok[:, None] & q_ok[None, :],
     )
+
+
+def _autotuned(kernel: Any) -> dict[bool, Any]:
+    """``kernel`` autotuned over the configs of its operands: {fp32 (3xTF32): ..., else: ...}."""
+    return {
+        precise: triton.autotune(configs=_CONFIGS_FP32 if precise else _CONFIGS, key=_KEY)(kernel)
+        for precise in (False, True)
+    }
+
+
+_PW_FORWARD = _autotuned(_pw_forward_kernel)
+_PW_BACKWARD_INPUT = _autotuned(_pw_backward_input_kernel)
 
 
 @triton.jit
@@ -381,6 +426,25 @@ def _pw_backward_weight_kernel(
 
 def _precise(t: Tensor) -> bool:
     return t.dtype == torch.float32
+
+
+# Element offsets at or past this need 64-bit index arithmetic in the GEMM kernels.
+_INT32_LIMIT = 2**31
+
+
+def _index64(*tensors: Tensor) -> bool:
+    """True when an element offset of one of ``tensors`` (its largest: sum of
+    (size - 1) * |stride|) does not fit in int32.
+
+    The kernels then compute tile offsets in int64; otherwise in int32, which halves
+    the registers the operand addresses take (64-bit offsets per element made the
+    tiles spill on sm_90a). Lanes outside the tensors are masked, so their offsets
+    may wrap without being dereferenced.
+    """
+    return any(
+        sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True)) >= _INT32_LIMIT
+        for t in tensors
+    )
 
 
 def _backward_weight(
@@ -490,7 +554,7 @@ def pointwise_conv(
     def grid(meta: dict) -> tuple[int]:
         return (triton.cdiv(cog, meta["BLOCK_M"]) * groups * triton.cdiv(q_total, meta["BLOCK_N"]),)
 
-    launch(_pw_forward_kernel)[grid](
+    launch(_PW_FORWARD[_precise(input)])[grid](
         x,
         weight,
         b,
@@ -515,6 +579,7 @@ def pointwise_conv(
         SHUFFLE=shuffle_groups > 1,
         FP64=acc_is_fp64(input),
         FP32_PRECISE=_precise(input),
+        INDEX64=_index64(x, weight, out),
     )
     return out
 
@@ -559,7 +624,7 @@ def pointwise_conv_backward(
         def grid(meta: dict) -> tuple[int]:
             return (triton.cdiv(cig, meta["BLOCK_M"]) * groups * triton.cdiv(q_total, meta["BLOCK_N"]),)
 
-        launch(_pw_backward_input_kernel)[grid](
+        launch(_PW_BACKWARD_INPUT[_precise(input)])[grid](
             g,
             rr,
             weight,
@@ -580,6 +645,7 @@ def pointwise_conv_backward(
             SHUFFLE=shuffle_groups > 1,
             FP64=acc_is_fp64(input),
             FP32_PRECISE=_precise(input),
+            INDEX64=_index64(g, rr, weight, grad_input),
         )
     if want_weight or want_bias:
         x, x_view = channel_view(input)
