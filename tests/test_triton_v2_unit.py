@@ -190,17 +190,20 @@ def test_v2_unit_bad_input() -> None:
     p1 = make_params(1, 32, 16)
     p2 = make_params(2, 32, 16)
     bad = [
-        ("input must have rank 4", (x[0], *p1, 1)),
+        ("input must be 4-D", (x[0], *p1, 1)),
         ("stride must be 1 or 2", (x, *p1, 3)),
-        ("2 \\* B = 32 channels", (x[:, :30], *p1, 1)),
-        ("proj_\\* arguments must be None", (x, *p2[:4], *p1[4:], 1)),
-        ("proj_dw_weight and proj_pw_weight are required", (x, *p1, 2)),
+        ("pw1_weight must have shape", (x[:, :30], *p1, 1)),
+        ("proj_dw_weight must be None with stride 1", (x, *p2[:4], *p1[4:], 1)),
+        ("proj_dw_weight must be given with stride 2", (x, *p1, 2)),
         ("pw1_weight must have shape", (x, *p2[:4], *p1[4:], 2)),
         ("dw_weight must have shape", (x, *p1[:6], p1[6][:, :, :2], *p1[7:], 1)),
         ("pw2_bias must have shape", (x, *p1[:9], p1[9][:8], 1)),
         ("proj_dw_weight must have shape", (x, p2[0][:5], *p2[1:], 2)),
         ("dtype", (x.int(), *p1, 1)),
         ("pw2_weight has dtype", (x, *p1[:8], p1[8].double(), p1[9], 1)),
+        # a narrower inner width is a valid unit, but not one this kernel runs
+        ("pw1_weight's outputs \\(8\\) to equal", (x, *p1[:4], p1[4][:8], p1[5][:8], p1[6][:8], p1[7][:8],
+                                                   p1[8][:, :8], p1[9], 1)),
     ]
     for message, args in bad:
         with pytest.raises(RuntimeError, match=message):

@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from shufflenet_kernels.ops import _check_dtype, _check_rank, _check_same
+from shufflenet_kernels.ops import check_v2_unit_args
 
 from ._common import INTERPRET, acc_is_fp64, empty_output, launch, num_sms, pow2_clamp, triton_op
 from .pointwise import _mma, _zeros
@@ -316,72 +316,6 @@ def _blocks(h_out: int, w_out: int, stride: int, b: int, k1: int) -> dict:
     )
 
 
-def _check_weight(t: Tensor, sizes: tuple, input: Tensor, name: str, what: str) -> None:
-    op = "v2_unit"
-    _check_same(input, t, op, name)
-    torch._check(
-        tuple(t.shape) == sizes,
-        lambda: f"{op}: {name} must have shape {list(sizes)} ({what}), got {tuple(t.shape)}",
-    )
-
-
-def check_v2_unit_args(
-    input: Tensor,
-    proj_dw_weight: Tensor | None,
-    proj_dw_bias: Tensor | None,
-    proj_pw_weight: Tensor | None,
-    proj_pw_bias: Tensor | None,
-    pw1_weight: Tensor,
-    pw1_bias: Tensor | None,
-    dw_weight: Tensor,
-    dw_bias: Tensor | None,
-    pw2_weight: Tensor,
-    pw2_bias: Tensor | None,
-    stride: int,
-) -> int:
-    """Validates the arguments of ``v2_unit``; returns B (the branch's channels)."""
-    op = "v2_unit"
-    _check_rank(input, op, "input", 4, 4)
-    _check_dtype(input, op, "input")
-    torch._check(stride in (1, 2), lambda: f"{op}: stride must be 1 or 2, got {stride}")
-    c = input.shape[1]
-    proj = (proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias)
-    _check_rank(pw2_weight, op, "pw2_weight", 4, 4)
-    b = pw2_weight.shape[0]
-    torch._check(b > 0, lambda: f"{op}: pw2_weight must have at least one output channel")
-    if stride == 1:
-        torch._check(
-            all(t is None for t in proj),
-            lambda: f"{op}: at stride 1 the proj_* arguments must be None (the first half is passed through)",
-        )
-        torch._check(
-            c == 2 * b,
-            lambda: f"{op}: at stride 1 input must have 2 * B = {2 * b} channels (B = pw2_weight.size(0)), got {c}",
-        )
-        k1 = b
-    else:
-        torch._check(
-            proj_dw_weight is not None and proj_pw_weight is not None,
-            lambda: f"{op}: at stride 2 proj_dw_weight and proj_pw_weight are required",
-        )
-        assert proj_dw_weight is not None and proj_pw_weight is not None
-        torch._check(c > 0, lambda: f"{op}: input must have at least one channel")
-        _check_weight(proj_dw_weight, (c, 1, 3, 3), input, "proj_dw_weight", "[C, 1, 3, 3], C = input channels")
-        _check_weight(proj_pw_weight, (b, c, 1, 1), input, "proj_pw_weight", "[B, C, 1, 1]")
-        if proj_dw_bias is not None:
-            _check_weight(proj_dw_bias, (c,), input, "proj_dw_bias", "[C]")
-        if proj_pw_bias is not None:
-            _check_weight(proj_pw_bias, (b,), input, "proj_pw_bias", "[B]")
-        k1 = c
-    _check_weight(pw1_weight, (b, k1, 1, 1), input, "pw1_weight", "[B, B, 1, 1] at stride 1, [B, C, 1, 1] at 2")
-    _check_weight(dw_weight, (b, 1, 3, 3), input, "dw_weight", "[B, 1, 3, 3]")
-    _check_weight(pw2_weight, (b, b, 1, 1), input, "pw2_weight", "[B, B, 1, 1]")
-    for t, name in ((pw1_bias, "pw1_bias"), (dw_bias, "dw_bias"), (pw2_bias, "pw2_bias")):
-        if t is not None:
-            _check_weight(t, (b,), input, name, "[B]")
-    return b
-
-
 def _max_offset(t: Tensor) -> int:
     """Largest element offset of one image of ``t`` from the image's start."""
     return sum((t.shape[d] - 1) * abs(t.stride(d)) for d in range(1, t.dim()))
@@ -414,19 +348,17 @@ def v2_unit(
     Depthwise convs have padding 1 and no ReLU. Output in input's memory format.
     Inference only: raises if an argument requires grad while grad mode is on.
     """
-    b = check_v2_unit_args(
-        input,
-        proj_dw_weight,
-        proj_dw_bias,
-        proj_pw_weight,
-        proj_pw_bias,
-        pw1_weight,
-        pw1_bias,
-        dw_weight,
-        dw_bias,
-        pw2_weight,
-        pw2_bias,
-        stride,
+    shape = check_v2_unit_args(
+        input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias,
+        pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias, stride,
+    )
+    b = shape.c_half
+    # The kernel keeps the branch in one set of channel blocks: its inner width (pw1's
+    # outputs) must equal its output width B, as in every ShuffleNet V2 unit.
+    torch._check(
+        shape.c_mid == b,
+        lambda: f"v2_unit: the Triton kernel needs pw1_weight's outputs ({shape.c_mid}) to equal "
+        f"pw2_weight's outputs ({b})",
     )
     n, c, h, w = input.shape
     h_out, w_out = (h - 1) // stride + 1, (w - 1) // stride + 1
