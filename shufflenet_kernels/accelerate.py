@@ -68,15 +68,20 @@ def _convert(module: nn.Module, backend: Backend, fuse_units: bool) -> nn.Module
         if isinstance(module, ShuffleV2Unit):
             module.fuse_units = fuse_units
         return module
+    new: _FusedBlock
     if is_v2_unit(module):
-        unit = ShuffleV2Unit.from_module(module, backend)
-        unit.fuse_units = fuse_units
-        return unit
-    if is_v1_unit(module):
-        return ShuffleV1Unit.from_module(module, backend)
-    if _is_conv_bn_relu(module):
-        return ConvBNReLU.from_sequential(module, backend)
-    return None
+        new = ShuffleV2Unit.from_module(module, backend)
+        new.fuse_units = fuse_units
+    elif is_v1_unit(module):
+        new = ShuffleV1Unit.from_module(module, backend)
+    elif _is_conv_bn_relu(module):
+        new = ConvBNReLU.from_sequential(module, backend)
+    else:
+        return None
+    # A new module starts in training mode: take the replaced module's mode (its own
+    # flag only; the adopted children keep theirs), so an eval model stays in eval.
+    new.training = module.training
+    return new
 
 
 def _convert_children(module: nn.Module, backend: Backend, fuse_units: bool) -> None:

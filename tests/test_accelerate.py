@@ -290,6 +290,17 @@ def test_accelerate_torchvision_fused_units(name: str, layout: str, fuse_units: 
     assert _fused_unit_calls(fast, x) == (16 if fuse_units else 0)
 
 
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_accelerate_keeps_each_module_mode(train: bool) -> None:
+    """The converted blocks take the mode of the modules they replace: converting an eval
+    model gives an eval model whose units run fused with no further ``.eval()`` call."""
+    ref = randomize(models.reference_shufflenet_v2(0.5, 10)).train(train)
+    fast = sk.accelerate(ref, fuse_units=True)
+    assert {m.training for m in fast.modules()} == {train}
+    x = torch.randn(2, 3, 32, 32)
+    assert _fused_unit_calls(fast, x) == (0 if train else 16)
+
+
 def test_fused_units_only_in_inference() -> None:
     """Training mode, and eval mode with autograd reaching the parameters or the input,
     take the per-op path (gradients flow); the fused op runs under no_grad."""
