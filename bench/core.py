@@ -246,6 +246,8 @@ def add_derived(records: list[dict[str, Any]]) -> None:
             e["gbps"] = mac_bytes / t / 1e9
             if e["role"] == COPY:
                 copy_gbps = e["gbps"]
+        if e.get("fused_mac_bytes") and t > 0:
+            e["fused_gbps"] = e["fused_mac_bytes"] / t / 1e9
         if t > 0:
             e["items_per_s"] = 1.0 / t
             if EAGER in by_role:

@@ -296,6 +296,10 @@ def _module_tables(doc: dict[str, Any]) -> list[str]:
         ]
         header += [f"{p} × eager" for p in providers if p not in ("eager", "compile")]
         header += [f"{p} × compile" for p in providers if p not in ("eager", "compile")]
+        # V2 units: GB/s of each provider against the bytes the fused unit must move.
+        fused_mac = any("fused_mac_bytes" in cases[g][0]["extra_info"] for g in groups)
+        if fused_mac:
+            header += ["fused MAC MB", *[f"{p} GB/s (fused MAC)" for p in providers]]
         rows = []
         for g in groups:
             p = _by_provider(cases[g])
@@ -313,6 +317,10 @@ def _module_tables(doc: dict[str, Any]) -> list[str]:
             fused = [n for n in providers if n not in ("eager", "compile")]
             row += [p[n]["extra_info"].get("speedup_vs_eager") if n in p else None for n in fused]
             row += [p[n]["extra_info"].get("speedup_vs_compile") if n in p else None for n in fused]
+            if fused_mac:
+                fmac = e0.get("fused_mac_bytes")
+                row += [fmac / 1e6 if fmac else None]
+                row += [p[n]["extra_info"].get("fused_gbps") if n in p else None for n in providers]
             rows.append(row)
         lines += [
             f"## {'Units (ShuffleNet V1/V2)' if fam == 'units' else 'Whole models (224x224)'}",

@@ -5,7 +5,10 @@ compiled, against the fused units ``shufflenet_kernels.nn.ShuffleV1Unit`` /
 ``ShuffleV2Unit`` and ``shufflenet_kernels.accelerate(unit)`` when the package has
 them. Models: ``shufflenet_kernels.models.shufflenet_v2`` / ``shufflenet_v1`` eager,
 compiled, and accelerated, when present. What is missing is skipped with a note.
-MAC and FLOPs are those of the eager reference (``core.count_cost``).
+MAC and FLOPs are those of the eager reference (``core.count_cost``); V2 unit cases also
+carry ``fused_mac_bytes``, the bytes the one-pass fused unit must move
+(``shufflenet_kernels.mac.v2_unit_cost``), and the report gives each provider's GB/s
+against it.
 """
 
 from __future__ import annotations
@@ -17,14 +20,19 @@ import torch
 from torch import nn
 
 import shufflenet_kernels as sk
-from shufflenet_kernels import reference
+from shufflenet_kernels import mac, reference
 
 from .core import COMPILE, EAGER, KERNEL, Case, Provider, count_cost, tensor
 
-# (label, kind, in, out, stride, hw of the input, groups): stage-3 units of V2 x1.0 and V1 g=3.
+# (label, kind, in, out, stride, hw of the input, groups): the units of V2 x1.0 (each
+# stage's stride-2 first unit and its stride-1 units) and stage 3 of V1 g=3.
 UNIT_SHAPES: tuple[tuple[str, str, int, int, int, int, int], ...] = (
-    ("v2x1.0-s3-stride1", "v2", 232, 232, 1, 14, 0),
+    ("v2x1.0-s2-stride2", "v2", 24, 116, 2, 56, 0),
+    ("v2x1.0-s2-stride1", "v2", 116, 116, 1, 28, 0),
     ("v2x1.0-s3-stride2", "v2", 116, 232, 2, 28, 0),
+    ("v2x1.0-s3-stride1", "v2", 232, 232, 1, 14, 0),
+    ("v2x1.0-s4-stride2", "v2", 232, 464, 2, 14, 0),
+    ("v2x1.0-s4-stride1", "v2", 464, 464, 1, 7, 0),
     ("v1g3-s3-stride1", "v1", 480, 480, 1, 14, 3),
     ("v1g3-s3-stride2", "v1", 240, 480, 2, 28, 3),
 )
@@ -186,6 +194,13 @@ def unit_cases(
                             fused.append(("accelerate", lambda: sk.accelerate(ref)))  # converts a deep copy
                         with torch.no_grad():
                             mac_bytes, flops = count_cost(lambda: ref(x))
+                        extra: dict[str, Any] = {"mac_basis": "eager reference, sum over aten ops"}
+                        if kind == "v2":
+                            # What the one-pass fused unit must move: its achieved GB/s is
+                            # reported against this too (mac.v2_unit_cost).
+                            elem = torch.empty((), dtype=dtype).element_size()
+                            fused_cost = mac.v2_unit_cost((n, cin, hw, hw), cout, stride, elem)
+                            extra["fused_mac_bytes"] = fused_cost.mac_bytes
                         params = {
                             "batch": n,
                             "dtype": str(dtype).removeprefix("torch."),
@@ -205,7 +220,7 @@ def unit_cases(
                                 flops,
                                 _module_providers(ref, x, fused, with_compile),
                                 flush_l2=False,
-                                extra={"mac_basis": "eager reference, sum over aten ops"},
+                                extra=extra,
                             )
                         ]
 
