@@ -432,11 +432,12 @@ def test_fused_stem_training_and_grad_unchanged() -> None:
     """Training mode, and eval mode with grad on, run conv1 (the unpooled map) and then
     maxpool: outputs, gradients and running statistics are the reference's."""
     tv = _torchvision()
-    model = randomize(tv.models.shufflenet_v2_x0_5(num_classes=10))
+    model = randomize(tv.models.shufflenet_v2_x0_5(num_classes=10)).double()
     fast = sk.accelerate(model)
-    x = torch.randn(2, 3, 32, 32)
-    check_step(model, fast, x, train=True)
-    check_step(model, fast, x, train=False)
+    assert isinstance(fast.maxpool, StemMaxPool)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)  # float64: see test_models.F64_TOL
+    check_step(model, fast, x, train=True, tol=F64_TOL)
+    check_step(model, fast, x, train=False, tol=F64_TOL)
     for train in (True, False):
         fast.train(train)
         assert fast.conv1(x).shape == (2, 24, 16, 16)  # grad on: the conv map
