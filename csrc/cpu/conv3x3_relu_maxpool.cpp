@@ -321,7 +321,7 @@ void run_float(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& 
 
 at::Tensor conv3x3_relu_maxpool_cpu(const at::Tensor& input, const at::Tensor& weight,
                                     const c10::optional<at::Tensor>& bias_opt) {
-  // Helper ATen calls below are implementation details, not part of any autograd graph.
+  // The ATen calls below are implementation details, not part of any autograd graph.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const StemShape s = check_conv3x3_relu_maxpool_args(input, weight, bias_opt);
   const at::Tensor bias = bias_opt.has_value() && bias_opt->defined() ? *bias_opt : at::Tensor();
