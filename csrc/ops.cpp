@@ -1,7 +1,7 @@
 // The op schemas of namespace `shufflenet` (listed once, in schemas.h). Backends add only
 // TORCH_LIBRARY_IMPL blocks (csrc/cpu, csrc/cuda); autograd and fake kernels are
-// registered in Python (shufflenet_kernels/ops.py), except the Autograd kernel of the
-// inference-only v2_unit below.
+// registered in Python (shufflenet_kernels/ops.py), except the Autograd kernels of the
+// inference-only v2_unit and conv3x3_relu_maxpool below.
 #include <Python.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -65,6 +65,27 @@ at::Tensor v2_unit_autograd(const at::Tensor& input, const OptTensor& proj_dw_we
                  dw_bias, pw2_weight, pw2_bias, stride);
 }
 
+// conv3x3_relu_maxpool has no derivative either: the same refusal as v2_unit's.
+at::Tensor conv3x3_relu_maxpool_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+  if (at::GradMode::is_enabled()) {
+    const std::pair<const at::Tensor*, const char*> args[] = {
+        {&input, "input"}, {&weight, "weight"}, {bias.has_value() ? &*bias : nullptr, "bias"}};
+    for (const auto& [t, name] : args) {
+      TORCH_CHECK(!(t && t->defined() && t->requires_grad()), "conv3x3_relu_maxpool: ", name,
+                  " requires grad, but conv3x3_relu_maxpool is an inference-only op with no derivative; call it "
+                  "under torch.no_grad() / torch.inference_mode(), or use conv2d, relu and max_pool2d for training");
+    }
+  }
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("shufflenet::conv3x3_relu_maxpool", "")
+                             .typed<decltype(conv3x3_relu_maxpool_autograd)>();
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op.call(input, weight, bias);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(shufflenet, Autograd, m) { m.impl("v2_unit", &v2_unit_autograd); }
+TORCH_LIBRARY_IMPL(shufflenet, Autograd, m) {
+  m.impl("v2_unit", &v2_unit_autograd);
+  m.impl("conv3x3_relu_maxpool", &conv3x3_relu_maxpool_autograd);
+}

@@ -37,6 +37,9 @@ inline void define_fused_schemas(torch::Library& m) {
       "v2_unit(Tensor input, Tensor? proj_dw_weight, Tensor? proj_dw_bias, Tensor? proj_pw_weight, "
       "Tensor? proj_pw_bias, Tensor pw1_weight, Tensor? pw1_bias, Tensor dw_weight, Tensor? dw_bias, "
       "Tensor pw2_weight, Tensor? pw2_bias, int stride) -> Tensor");
+  // The ShuffleNet stem: max_pool2d(relu(conv2d(input, weight, bias, stride 2, padding 1)),
+  // 3, stride 2, padding 1), without writing the conv map; output in channels_last.
+  m.def("conv3x3_relu_maxpool(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
 }
 
 }  // namespace shufflenet

@@ -8,7 +8,17 @@ import torch
 from torch import nn
 
 from .backend import Backend, check_backend
-from .nn.units import FUSE_UNITS_DEFAULT, ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit, _FusedBlock, parse_conv_chain
+from .nn.units import (
+    FUSE_UNITS_DEFAULT,
+    ConvBNReLU,
+    ShuffleV1Unit,
+    ShuffleV2Unit,
+    StemMaxPool,
+    _FusedBlock,
+    is_stem_conv,
+    is_stem_pool,
+    parse_conv_chain,
+)
 
 __all__ = ["accelerate", "is_v1_unit", "is_v2_unit"]
 
@@ -85,19 +95,57 @@ def _convert(module: nn.Module, backend: Backend, fuse_units: bool) -> nn.Module
 
 
 def _convert_children(module: nn.Module, backend: Backend, fuse_units: bool) -> None:
-    for name, child in list(module.named_children()):
+    children = list(module.named_children())
+    for name, child in children:
         new = _convert(child, backend, fuse_units)
         if new is None:
             _convert_children(child, backend, fuse_units)
         elif new is not child:
             setattr(module, name, new)
+    _fuse_stem_pools(module, [name for name, _ in children])
 
 
-def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
-    """Forward pre-hook: a 4-D input enters the network in channels_last."""
-    if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+def _fuse_stem_pools(module: nn.Module, names: list[str]) -> None:
+    """Pairs each converted stem (a ``ConvBNReLU`` 3x3 stride-2 conv with ReLU) with the
+    ``MaxPool2d(3, 2, 1)`` registered right after it in the same parent (torchvision's
+    ``conv1``, ``maxpool``; registration order taken as call order, as the unit patterns
+    assume the patterns' forward): the pool becomes a ``StemMaxPool`` (see
+    ``ConvBNReLU.fuse_pool``)."""
+    for first, second in zip(names, names[1:], strict=False):
+        conv, pool = getattr(module, first), getattr(module, second)
+        if isinstance(pool, StemMaxPool) and pool._stem is conv:
+            continue  # paired by an earlier accelerate()
+        if type(conv) is ConvBNReLU and conv._stem_pool is None and is_stem_conv(conv._stages) and is_stem_pool(pool):
+            setattr(module, second, conv.fuse_pool(pool))
+
+
+class _ChannelsLastEntry:
+    """Forward pre-hook: a 4-D input enters the network in channels_last, except when the
+    network's first child is a fused stem that runs ``conv3x3_relu_maxpool`` on it (that op
+    reads NCHW in place and writes channels_last, so the conversion would be a wasted copy).
+
+    A class rather than a closure, so that ``copy.deepcopy`` of the model keeps it working
+    (the stem is looked up by name on the module the hook runs for)."""
+
+    def __init__(self, stem: str | None) -> None:
+        self.stem = stem
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4:
+            return args
+        if self.stem is not None:
+            stem = getattr(module, self.stem, None)
+            if isinstance(stem, ConvBNReLU) and stem.runs_stem_op(args[0]):
+                return args
         return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
-    return args
+
+
+def _first_stem(model: nn.Module) -> str | None:
+    """The name of ``model``'s first child when it is a stem with a fused pooling."""
+    first = next(iter(model.named_children()), None)
+    if first is not None and isinstance(first[1], ConvBNReLU) and first[1]._stem_pool is not None:
+        return first[0]
+    return None
 
 
 def accelerate(
@@ -123,11 +171,18 @@ def accelerate(
     * ShuffleNet V1 units laid out like ``reference.ShuffleV1Unit`` -> ``nn.ShuffleV1Unit``;
     * plain ``nn.Sequential(Conv2d, BatchNorm2d[, ReLU])`` (torchvision's ``conv1`` and
       ``conv5``) -> ``nn.ConvBNReLU`` (1x1 convs on ``pointwise_conv``, depthwise on
-      ``depthwise_conv2d``, others on ATen with BN folded in eval mode).
+      ``depthwise_conv2d``, others on ATen with BN folded in eval mode);
+    * the stem: such a block with a 3x3 stride-2 conv and ReLU (few input channels)
+      registered right before an ``nn.MaxPool2d(3, 2, 1)`` in the same parent
+      (torchvision's ``conv1``, ``maxpool``): in eval mode with grad off the stem runs
+      conv, ReLU and pooling as one ``conv3x3_relu_maxpool`` (CPU; the conv map never goes
+      to memory) and returns the pooled map in channels_last; the pool becomes an
+      ``nn.StemMaxPool`` that passes it through. In training mode or with grad on, the
+      stem returns the conv map and the pool pools it, as before.
 
     Not converted (left as they are): the model's own ``forward`` (torchvision's
-    ``ShuffleNetV2.forward`` keeps running; only its submodules change), max pooling,
-    the classifier, lone convs or BNs outside those patterns, and subclasses of
+    ``ShuffleNetV2.forward`` keeps running; only its submodules change), other max
+    pooling, the classifier, lone convs or BNs outside those patterns, and subclasses of
     ``nn.Sequential`` with their own forward. Forward hooks registered on converted
     blocks are not carried over. Each converted unit is assumed to compute its
     pattern's forward (torchvision's / the reference's); a module that merely has the
@@ -140,7 +195,9 @@ def accelerate(
     the returned model), so every layer runs in the layout
     these kernels, oneDNN and cuDNN are fastest in (on CPU, max pooling of an NCHW
     map is several times slower than of a channels_last one). The results are the
-    same; a 4-D output, if the model returns one, comes back in channels_last.
+    same; a 4-D output, if the model returns one, comes back in channels_last. When the
+    model's first child is a fused stem that runs ``conv3x3_relu_maxpool`` on the input,
+    the input is passed as it is (the op reads NCHW in place and writes channels_last).
     fuse_units: run each V2 unit as one ``v2_unit`` call (the whole unit in one pass,
     BN folded) in eval mode whenever autograd need not reach its weights or input (see
     ``nn.ShuffleV2Unit``); False keeps the per-op path (one fused op per conv plus
@@ -155,5 +212,5 @@ def accelerate(
         return root
     _convert_children(model, backend, fuse_units)
     if channels_last:
-        model.register_forward_pre_hook(_to_channels_last)
+        model.register_forward_pre_hook(_ChannelsLastEntry(_first_stem(model)))
     return model

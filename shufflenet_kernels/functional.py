@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from . import _loader
 from . import backend as _backend
 from .backend import AUTO_CHOICE, Backend, check_backend, has_triton_ops
 
@@ -169,3 +170,29 @@ def v2_unit(
         input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias, pw1_weight, pw1_bias, dw_weight, dw_bias,
         pw2_weight, pw2_bias, stride,
     )
+
+
+def conv3x3_relu_maxpool_available(device_type: str) -> bool:
+    """Whether ``conv3x3_relu_maxpool`` has a kernel for ``device_type`` tensors (CPU only:
+    the CUDA and Triton backends do not implement it)."""
+    return device_type == "cpu" and _loader.NATIVE_AVAILABLE
+
+
+@torch.fx.wrap
+def conv3x3_relu_maxpool(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The ShuffleNet stem in one pass: ``max_pool2d(relu(conv2d(input, weight, bias, stride=2,
+    padding=1)), 3, stride=2, padding=1)``, without writing the conv map to memory.
+
+    input: ``[N, C_in, H, W]`` in any layout (NCHW, channels_last and channel slices are read
+    in place); weight: ``[C_out, C_in, 3, 3]``; bias: ``[C_out]`` or None. Returns
+    ``[N, C_out, H'', W'']`` with ``H' = (H - 1) // 2 + 1``, ``H'' = (H' - 1) // 2 + 1`` (same
+    for W), always in channels_last. CPU only (``conv3x3_relu_maxpool_available``); fast for
+    float32 with a small C_in (the stem's 3). Inference only: raises when a tensor argument
+    requires grad while grad mode is on.
+    """
+    if input.device.type != "cpu":
+        raise RuntimeError(
+            f"conv3x3_relu_maxpool: no implementation for {input.device.type} tensors (CPU only); use "
+            "conv2d, relu and max_pool2d there"
+        )
+    return torch.ops.shufflenet.conv3x3_relu_maxpool(input, weight, bias)

@@ -9,9 +9,9 @@ registered there too. This module adds, for every op:
 * an autograd formula whose backward calls other custom ops (never raw kernels),
   so the backward is traceable too.
 
-The fused inference op ``v2_unit`` has a fake kernel and no autograd formula: its
-Autograd kernel (C++, ``csrc/ops.cpp``) refuses tensors that require grad while grad
-mode is on.
+The fused inference ops ``v2_unit`` and ``conv3x3_relu_maxpool`` have a fake kernel and
+no autograd formula: their Autograd kernels (C++, ``csrc/ops.cpp``) refuse tensors that
+require grad while grad mode is on.
 
 ``register_autograd_for(namespace)`` is reused by the Triton ops
 (``shufflenet_triton``), which share the schemas.
@@ -335,6 +335,42 @@ def check_depthwise_conv2d_backward_args(
 # ---- fake kernels ------------------------------------------------------------
 
 
+
+class StemShape(NamedTuple):
+    """Sizes of a ``conv3x3_relu_maxpool`` call (``StemShape`` in csrc/common/checks.h)."""
+
+    n: Any
+    c_out: Any
+    h_out: Any  # after the stride-2 conv and the stride-2 pool
+    w_out: Any
+
+
+def check_conv3x3_relu_maxpool_args(input: Tensor, weight: Tensor, bias: Tensor | None) -> StemShape:
+    """Validates ``conv3x3_relu_maxpool``'s arguments (C++: ``check_conv3x3_relu_maxpool_args``)."""
+    op = "conv3x3_relu_maxpool"
+    def check_4d(t: Tensor, name: str) -> None:
+        torch._check(t.dim() == 4, lambda: f"{op}: {name} must be 4-D, got {t.dim()}-D tensor of shape "
+                     f"{tuple(t.shape)}")
+
+    check_4d(input, "input")
+    _check_dtype(input, op, "input")
+    n, c_in, h, w = input.shape
+    torch._check(c_in >= 1, lambda: f"{op}: input must have at least one channel, got shape {tuple(input.shape)}")
+    torch._check(h >= 1 and w >= 1, lambda: f"{op}: input spatial size {list(input.shape[2:])} must be at least 1x1")
+    check_4d(weight, "weight")
+    _check_same(input, weight, op, "weight")
+    c_out = weight.shape[0]
+    torch._check(c_out >= 1, lambda: f"{op}: weight must have at least one output channel, got shape "
+                 f"{tuple(weight.shape)}")
+    torch._check(tuple(weight.shape[1:]) == (c_in, 3, 3), lambda: f"{op}: weight must have shape "
+                 f"[{c_out}, {c_in}, 3, 3] ([C_out, C_in, 3, 3], C_in = input channels), got {list(weight.shape)}")
+    if bias is not None:
+        _check_same(input, bias, op, "bias")
+        torch._check(bias.dim() == 1 and bias.shape[0] == c_out,
+                     lambda: f"{op}: bias must have shape [{c_out}], got {list(bias.shape)}")
+    h_conv, w_conv = conv_output_size(h, 3, 2, 1, 1), conv_output_size(w, 3, 2, 1, 1)
+    return StemShape(n, c_out, conv_output_size(h_conv, 3, 2, 1, 1), conv_output_size(w_conv, 3, 2, 1, 1))
+
 def _empty(sizes: Sequence[Any], like: Tensor) -> Tensor:
     return torch.empty(sizes, dtype=like.dtype, device=like.device, memory_format=output_memory_format(like))
 
@@ -441,6 +477,13 @@ def _register_fakes() -> None:
                                    pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias, stride)
         return _empty((shape.n, 2 * shape.c_half, shape.h_out, shape.w_out), input)
 
+
+    @torch.library.register_fake("shufflenet::conv3x3_relu_maxpool")
+    def _conv3x3_relu_maxpool_fake(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        shape = check_conv3x3_relu_maxpool_args(input, weight, bias)
+        # Always channels_last, whatever the input's layout (as the CPU kernel writes it).
+        return torch.empty((shape.n, shape.c_out, shape.h_out, shape.w_out), dtype=input.dtype,
+                           device=input.device, memory_format=torch.channels_last)
 
 # ---- autograd ----------------------------------------------------------------
 

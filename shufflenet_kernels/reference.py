@@ -88,6 +88,12 @@ def v2_unit(
     return concat_shuffle(p, branch(input), 2)
 
 
+
+def conv3x3_relu_maxpool(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The ShuffleNet stem (the ``conv3x3_relu_maxpool`` op): conv 3x3 stride 2 padding 1,
+    ReLU, max pool 3x3 stride 2 padding 1; ``[N, C_in, H, W]`` -> ``[N, C_out, H'', W'']``."""
+    return F.max_pool2d(F.relu(F.conv2d(input, weight, bias, stride=2, padding=1)), 3, 2, 1)
+
 class ChannelShuffle(nn.Module):
     """Reference channel shuffle module."""
 

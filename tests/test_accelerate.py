@@ -13,7 +13,7 @@ import shufflenet_kernels as sk
 import shufflenet_kernels.functional as SF
 from shufflenet_kernels import models, reference
 from shufflenet_kernels.accelerate import is_v1_unit, is_v2_unit
-from shufflenet_kernels.nn import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit
+from shufflenet_kernels.nn import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit, StemMaxPool
 from tests.test_models import F64_TOL
 from tests.test_units import TOL, check_step, eval_close, randomize
 
@@ -35,7 +35,8 @@ def test_accelerate_reference_v2_copies_by_default() -> None:
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_accelerate_channels_last_entry(channels_last: bool) -> None:
-    """channels_last=True converts an NCHW input on entry (seen by the first conv);
+    """channels_last=True converts an NCHW input on entry (seen by the first conv), except
+    when the fused stem reads it in place (eval, grad off: conv3x3_relu_maxpool takes NCHW);
     the result is the reference's either way."""
     ref = randomize(models.reference_shufflenet_v2(0.5, 10))
     fast = sk.accelerate(ref, channels_last=channels_last)
@@ -43,7 +44,12 @@ def test_accelerate_channels_last_entry(channels_last: bool) -> None:
     fast.conv1.register_forward_pre_hook(
         lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
     )
-    eval_close(ref, fast, torch.randn(2, 3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    eval_close(ref, fast, x)  # no_grad: the fused stem
+    assert seen and not any(seen)
+    seen.clear()
+    with torch.enable_grad():  # eval with grad on: the conv and the pool run apart
+        torch.testing.assert_close(fast.eval()(x), ref.eval()(x), **TOL)
     assert seen and all(s == channels_last for s in seen)
 
 
@@ -386,3 +392,91 @@ def test_accelerated_eval_forward_makes_no_per_call_copies(channels_last: bool) 
     if channels_last:
         # NCHW adds the copies of ATen's own stem convolution (not a fused op).
         assert total <= MODEL_COPY_BOUND
+
+
+# ---- the fused stem (conv1 + maxpool) ----------------------------------------------------
+
+
+def _stem_calls(model: nn.Module, x: Tensor, grad: bool = False) -> int:
+    """conv3x3_relu_maxpool calls in ``model``'s fx graph traced with grad mode ``grad``."""
+    with torch.set_grad_enabled(grad):
+        graph = torch.fx.symbolic_trace(model).graph
+    return sum(1 for n in graph.nodes if n.op == "call_function" and n.target is SF.conv3x3_relu_maxpool)
+
+
+@pytest.mark.parametrize("name", TV_V2)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_accelerate_torchvision_fuses_stem(name: str, layout: str) -> None:
+    """conv1 + maxpool of torchvision's ShuffleNetV2 run as one conv3x3_relu_maxpool in eval
+    mode (no_grad), within 1e-4 of torchvision at 224x224, with the same state_dict keys."""
+    tv = _torchvision()
+    model = randomize(getattr(tv.models, name)(num_classes=10)).eval()
+    fast = sk.accelerate(model, channels_last=layout == "channels_last")
+    assert list(fast.state_dict()) == list(model.state_dict())
+    assert isinstance(fast.maxpool, StemMaxPool) and fast.maxpool._stem is fast.conv1
+    assert "pool fused" in repr(fast.conv1) and "fused into the stem" in repr(fast.maxpool)
+    x = torch.randn(1, 3, 224, 224)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        pooled = fast.conv1(x)
+        assert pooled.shape == (1, 24, 56, 56) and pooled.is_contiguous(memory_format=torch.channels_last)
+        assert fast.maxpool(pooled) is pooled
+        torch.testing.assert_close(pooled, model.maxpool(model.conv1(x)), **TOL)
+    eval_close(model, fast, x)
+    assert _stem_calls(fast, x) == 1
+    assert _stem_calls(fast, x, grad=True) == 0  # grad on: conv1 and maxpool apart
+
+
+def test_fused_stem_training_and_grad_unchanged() -> None:
+    """Training mode, and eval mode with grad on, run conv1 (the unpooled map) and then
+    maxpool: outputs, gradients and running statistics are the reference's."""
+    tv = _torchvision()
+    model = randomize(tv.models.shufflenet_v2_x0_5(num_classes=10)).double()
+    fast = sk.accelerate(model)
+    assert isinstance(fast.maxpool, StemMaxPool)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)  # float64: see test_models.F64_TOL
+    check_step(model, fast, x, train=True, tol=F64_TOL)
+    check_step(model, fast, x, train=False, tol=F64_TOL)
+    for train in (True, False):
+        fast.train(train)
+        assert fast.conv1(x).shape == (2, 24, 16, 16)  # grad on: the conv map
+        assert fast.maxpool(fast.conv1(x)).shape == (2, 24, 8, 8)
+
+
+def test_fused_stem_survives_copies_and_reconversion() -> None:
+    model = randomize(models.reference_shufflenet_v2(0.5, 10)).eval()
+    fast = sk.accelerate(model)
+    twice = sk.accelerate(fast)  # a deep copy, converted again
+    for m in (copy.deepcopy(fast), twice):
+        assert isinstance(m.maxpool, StemMaxPool) and m.maxpool._stem is m.conv1
+        assert m.conv1 is not fast.conv1
+        x = torch.randn(2, 3, 32, 32)
+        eval_close(model, m, x)
+        assert _stem_calls(m, x) == 1
+
+
+def test_stem_not_fused_when_pattern_differs() -> None:
+    """Only a 3x3 stride-2 conv with ReLU right before MaxPool2d(3, 2, 1) is paired."""
+    model = models.reference_shufflenet_v2(0.5, 10)
+    model.maxpool = nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    assert type(sk.accelerate(model).maxpool) is nn.MaxPool2d
+    model = models.reference_shufflenet_v2(0.5, 10)
+    model.conv1 = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1, bias=False), nn.BatchNorm2d(24))  # no ReLU
+    assert type(sk.accelerate(model).maxpool) is nn.MaxPool2d
+
+
+def test_accelerated_fused_stem_compiles_and_exports() -> None:
+    """torch.compile(fullgraph=True) and torch.export of the model with the fused stem (eval,
+    no_grad): one conv3x3_relu_maxpool in the exported graph, torchvision's output."""
+    tv = _torchvision()
+    torch._dynamo.reset()
+    model = randomize(tv.models.shufflenet_v2_x0_5(num_classes=10)).eval()
+    fast = sk.accelerate(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(fast, fullgraph=True)(x), model(x), **TOL)
+        exported = torch.export.export(fast, (x,))
+        torch.testing.assert_close(exported.module()(x), model(x), **TOL)
+    calls = [n for n in exported.graph.nodes if str(n.target) == "shufflenet.conv3x3_relu_maxpool.default"]
+    assert len(calls) == 1

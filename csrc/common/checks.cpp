@@ -213,6 +213,30 @@ V2UnitShape check_v2_unit_args(
                      stride, c_branch, c_mid, c_half};
 }
 
+StemShape check_conv3x3_relu_maxpool_args(const at::Tensor& input, const at::Tensor& weight,
+                                          const c10::optional<at::Tensor>& bias) {
+  constexpr const char* op = "conv3x3_relu_maxpool";
+  check_rank(input, op, "input", 4, 4);
+  check_dtype(input, op, "input");
+  const int64_t c_in = input.size(1), h = input.size(2), w = input.size(3);
+  TORCH_CHECK(c_in >= 1, op, ": input must have at least one channel, got shape ", input.sizes());
+  TORCH_CHECK(h >= 1 && w >= 1, op, ": input spatial size ", input.sizes().slice(2), " must be at least 1x1");
+  check_rank(weight, op, "weight", 4, 4);
+  check_same_dtype_device(input, weight, op, "weight");
+  const int64_t c_out = weight.size(0);
+  TORCH_CHECK(c_out >= 1, op, ": weight must have at least one output channel, got shape ", weight.sizes());
+  TORCH_CHECK(weight.size(1) == c_in && weight.size(2) == 3 && weight.size(3) == 3, op, ": weight must have shape [",
+              c_out, ", ", c_in, ", 3, 3] ([C_out, C_in, 3, 3], C_in = input channels), got ", weight.sizes());
+  if (given(bias)) {
+    check_same_dtype_device(input, *bias, op, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == c_out, op, ": bias must have shape [", c_out, "], got ",
+                bias->sizes());
+  }
+  const int64_t h_conv = conv_output_size(h, 3, 2, 1, 1), w_conv = conv_output_size(w, 3, 2, 1, 1);
+  return StemShape{input.size(0), c_in, h, w, c_out, h_conv, w_conv, conv_output_size(h_conv, 3, 2, 1, 1),
+                   conv_output_size(w_conv, 3, 2, 1, 1)};
+}
+
 void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op) {
   TORCH_CHECK(grad_output.sizes() == sizes, op, ": grad_output must have shape ", sizes, ", got ",
               grad_output.sizes());

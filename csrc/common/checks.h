@@ -45,6 +45,13 @@ V2UnitShape check_v2_unit_args(
     const c10::optional<at::Tensor>& proj_pw_bias, const at::Tensor& pw1_weight,
     const c10::optional<at::Tensor>& pw1_bias, const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias,
     const at::Tensor& pw2_weight, const c10::optional<at::Tensor>& pw2_bias, int64_t stride);
+// Sizes of a conv3x3_relu_maxpool call: conv 3x3 stride 2 padding 1 (h_conv, w_conv),
+// then max pool 3x3 stride 2 padding 1 (h_out, w_out).
+struct StemShape {
+  int64_t n, c_in, h, w, c_out, h_conv, w_conv, h_out, w_out;
+};
+StemShape check_conv3x3_relu_maxpool_args(const at::Tensor& input, const at::Tensor& weight,
+                                          const c10::optional<at::Tensor>& bias);
 // grad_output has the given sizes and the dtype/device of `like`.
 void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op);
 // relu_output, when given, has the given sizes and the dtype/device of `like`.

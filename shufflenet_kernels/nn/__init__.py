@@ -1,7 +1,7 @@
 """Modules over the fused ops."""
 
 from .layers import ChannelShuffle, ConcatShuffle, DepthwiseConv2d, PointwiseConv2d
-from .units import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit
+from .units import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit, StemMaxPool
 
 __all__ = [
     "ChannelShuffle",
@@ -11,4 +11,5 @@ __all__ = [
     "PointwiseConv2d",
     "ShuffleV1Unit",
     "ShuffleV2Unit",
+    "StemMaxPool",
 ]

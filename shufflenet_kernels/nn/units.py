@@ -41,7 +41,17 @@ from ..backend import resolve as resolve_backend
 from ..fusion import FoldCache, bn_can_fold, is_tracing
 from ..ops import MAX_DEPTHWISE_KERNEL
 
-__all__ = ["FUSE_UNITS_DEFAULT", "ConvBNReLU", "ShuffleV1Unit", "ShuffleV2Unit", "parse_conv_chain"]
+__all__ = [
+    "FUSE_UNITS_DEFAULT",
+    "STEM_MAX_IN_CHANNELS",
+    "ConvBNReLU",
+    "ShuffleV1Unit",
+    "ShuffleV2Unit",
+    "StemMaxPool",
+    "is_stem_conv",
+    "is_stem_pool",
+    "parse_conv_chain",
+]
 
 # Whether V2 units run as one fused ``v2_unit`` call in inference (ShuffleV2Unit.fuse_units
 # and accelerate(fuse_units=...) default to it).
@@ -251,6 +261,41 @@ def _chain(seq: nn.Module, what: str) -> list[ConvStage]:
     return stages
 
 
+# Widest stem input the fused stem takes (conv3x3_relu_maxpool reads each input value on
+# its own: fast for the few channels of an image, not for a wide feature map).
+STEM_MAX_IN_CHANNELS = 8
+
+
+def is_stem_conv(stages: list[ConvStage]) -> bool:
+    """Whether a conv chain is the stem ``conv3x3_relu_maxpool`` runs: one 3x3 conv, stride 2,
+    padding 1, no dilation or groups, few input channels (``STEM_MAX_IN_CHANNELS``), then ReLU."""
+    if len(stages) != 1:
+        return False
+    s = stages[0]
+    c = s.conv
+    return (
+        tuple(c.kernel_size) == (3, 3) and tuple(c.stride) == (2, 2) and tuple(c.padding) == (1, 1)
+        and tuple(c.dilation) == (1, 1) and c.groups == 1 and c.padding_mode == "zeros"
+        and c.in_channels <= STEM_MAX_IN_CHANNELS and s.relu and s.shuffle == 1
+    )
+
+
+def is_stem_pool(module: nn.Module) -> bool:
+    """Whether ``module`` is the max pooling ``conv3x3_relu_maxpool`` fuses: exactly
+    ``nn.MaxPool2d(3, 2, 1)`` (no dilation, ceil_mode or indices)."""
+    if type(module) is not nn.MaxPool2d:
+        return False
+    m = module
+
+    def pair(v: int | tuple[int, ...]) -> tuple[int, ...]:
+        return (v, v) if isinstance(v, int) else tuple(v)
+
+    return (
+        pair(m.kernel_size) == (3, 3) and pair(m.stride) == (2, 2) and pair(m.padding) == (1, 1)
+        and pair(m.dilation) == (1, 1) and not m.ceil_mode and not m.return_indices
+    )
+
+
 class ConvBNReLU(nn.Sequential, _FusedBlock):
     """``nn.Sequential(Conv2d, BatchNorm2d, ReLU)`` (BN and ReLU optional) run as one fused op.
 
@@ -258,7 +303,16 @@ class ConvBNReLU(nn.Sequential, _FusedBlock):
     ``1.running_mean``, ...). A 1x1 conv runs as ``pointwise_conv`` and a depthwise conv
     as ``depthwise_conv2d``; other convs use ATen. In eval mode BN is folded into the conv
     and ReLU into its epilogue. Input ``[N, C_in, H, W]``, output ``[N, C_out, H', W']``.
+
+    A stem (3x3 stride-2 conv, ReLU, see ``is_stem_conv``) may take over the max pooling
+    that follows it (``fuse_pool``, which ``accelerate`` calls with the model's
+    ``MaxPool2d(3, 2, 1)``): in eval mode with grad off it then returns the *pooled* map,
+    ``[N, C_out, H'', W'']`` in channels_last (one ``conv3x3_relu_maxpool`` call on CPU, the
+    conv then ``max_pool2d`` elsewhere), and the pooling module, now a ``StemMaxPool``,
+    passes it through. Otherwise (training, grad on) both run as before.
     """
+
+    _stem_pool: StemMaxPool | None = None
 
     def __init__(self, *modules: nn.Module, backend: Backend = "auto") -> None:
         nn.Sequential.__init__(self, *modules)
@@ -269,8 +323,68 @@ class ConvBNReLU(nn.Sequential, _FusedBlock):
         """Wraps the children of ``seq`` (shared, not copied) in a ConvBNReLU."""
         return cls(*seq, backend=backend)
 
+    def fuse_pool(self, pool: nn.MaxPool2d) -> StemMaxPool:
+        """Takes over ``pool`` (an ``nn.MaxPool2d(3, 2, 1)`` that the model applies right after
+        this block) and returns the module to put in its place. Raises ValueError when this
+        block is not a stem (``is_stem_conv``) or ``pool`` is not that pooling."""
+        if not is_stem_conv(self._stages) or not is_stem_pool(pool):
+            raise ValueError(f"fuse_pool needs a 3x3 stride-2 conv with ReLU and few input channels "
+                             f"followed by MaxPool2d(3, 2, 1), got {self} and {pool}")
+        new = StemMaxPool(self)
+        new.training = pool.training
+        # A plain attribute, not a child: the module tree and state_dict keys stay as they were.
+        object.__setattr__(self, "_stem_pool", new)
+        return new
+
+    def pools(self) -> bool:
+        """Whether this call returns the pooled map (see the class docstring): a fused
+        pooling, eval mode, grad off. Its ``StemMaxPool`` asks the same question."""
+        return self._stem_pool is not None and not self.training and not torch.is_grad_enabled()
+
+    def runs_stem_op(self, x: Tensor) -> bool:
+        """Whether a call on ``x`` runs ``conv3x3_relu_maxpool`` (which reads any input layout
+        in place, so ``accelerate``'s channels_last entry need not convert ``x`` for it)."""
+        if not self.pools():
+            return False
+        s = self._stages[0]
+        return F.conv3x3_relu_maxpool_available(x.device.type) and (s.bn is None or bn_can_fold(s.bn))
+
     def forward(self, x: Tensor) -> Tensor:
-        return self._run_chain(x, self._stages, self._folded(x))
+        folded = self._folded(x)
+        if not self.pools():
+            return self._run_chain(x, self._stages, folded)
+        s, f = self._stages[0], folded[0]
+        # The weight's device, read from the dict (torch.fx turns x.device into a proxy).
+        device = _tensor_attr(s.conv, "weight").device.type
+        if F.conv3x3_relu_maxpool_available(device) and (f is not None or s.bn is None):
+            weight, bias = f if f is not None else (s.conv.weight, s.conv.bias)
+            return F.conv3x3_relu_maxpool(x, weight, bias)
+        y = self._run_chain(x, self._stages, folded)
+        return TF.max_pool2d(y, 3, 2, 1)
+
+    def extra_repr(self) -> str:
+        pool = ", pool fused (eval, no grad)" if self._stem_pool is not None else ""
+        return f"{super().extra_repr()}{pool}"
+
+
+class StemMaxPool(nn.MaxPool2d):
+    """``nn.MaxPool2d(3, 2, 1)`` whose pooling a stem ``ConvBNReLU`` has taken over
+    (``ConvBNReLU.fuse_pool``): passes the stem's already pooled map through when the stem
+    pooled it (``stem.pools()``: eval, grad off), else pools as ``MaxPool2d`` does. No
+    parameters or buffers, so state_dict keys are unchanged."""
+
+    def __init__(self, stem: ConvBNReLU) -> None:
+        super().__init__(3, 2, 1)
+        # Not a child module: the stem is already in the tree under its own name.
+        object.__setattr__(self, "_stem", stem)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self._stem.pools():
+            return input
+        return super().forward(input)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, fused into the stem conv in eval mode with grad off"
 
 
 def _v2_fusable(stages1: list[ConvStage], stages2: list[ConvStage], stride: int) -> bool:
