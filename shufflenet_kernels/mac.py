@@ -34,6 +34,7 @@ __all__ = [
     "conv1x1_mac",
     "conv1x1_mac_groups",
     "conv1x1_mac_lower_bound",
+    "conv3x3_relu_maxpool_cost",
     "conv_output_hw",
     "copy_cost",
     "depthwise_conv2d_backward_cost",
@@ -316,6 +317,25 @@ def v2_unit_cost(
         flops += n * ho * wo * (9 * branch + branch * half)
     elems = n * c * h * w + n * out_channels * ho * wo + weights + (biases if bias else 0)
     return Cost(elems * elem_size, flops)
+
+
+def conv3x3_relu_maxpool_cost(
+    input_shape: Sequence[int], out_channels: int, elem_size: int, *, bias: bool = True
+) -> Cost:
+    """``conv3x3_relu_maxpool``: the stem, input ``[N, C, H, W]`` -> ``[N, out_channels, H'', W'']``.
+
+    The conv map (``H' = floor((H - 1) / 2) + 1``) is pooled as it is made, so it never goes
+    to memory: MAC = input + pooled output (``H'' = floor((H' - 1) / 2) + 1``) + weight
+    ``out_channels*C*9`` (+ bias ``out_channels``). FLOPs (multiply-adds): the conv's,
+    ``N*H'*W'*out_channels*C*9`` (the pool's comparisons are not counted).
+    """
+    n, c, h, w = _check_nchw(input_shape, "input_shape")
+    if out_channels <= 0:
+        raise ValueError(f"out_channels must be positive, got {out_channels}")
+    hc, wc = conv_output_hw(h, w, (3, 3), (2, 2), (1, 1), (1, 1))
+    ho, wo = conv_output_hw(hc, wc, (3, 3), (2, 2), (1, 1), (1, 1))
+    elems = n * c * h * w + n * out_channels * ho * wo + out_channels * c * 9 + (out_channels if bias else 0)
+    return Cost(elems * elem_size, n * hc * wc * out_channels * c * 9)
 
 
 # ---- the paper's forms (ShuffleNet V2, Sec. 2), in elements -----------------------------

@@ -168,3 +168,15 @@ def test_v2_unit_stride2() -> None:
         mac.v2_unit_cost((1, 6, 7, 7), 10, 3, 4)
     with pytest.raises(ValueError, match="must equal"):
         mac.v2_unit_cost((1, 6, 7, 7), 10, 1, 4)
+
+
+def test_conv3x3_relu_maxpool() -> None:
+    # [2, 3, 224, 224] -> conv map [2, 24, 112, 112] (never stored) -> pooled [2, 24, 56, 56].
+    # MAC: input 301056 + output 150528 + weight 648 + bias 24; FLOPs 2*112*112*24*27.
+    cost = mac.conv3x3_relu_maxpool_cost((2, 3, 224, 224), 24, 4)
+    assert cost == mac.Cost(mac_bytes=(301056 + 150528 + 648 + 24) * 4, flops=2 * 112 * 112 * 24 * 27)
+    # Odd sizes round up: 7 -> 4 -> 2; 1 -> 1 -> 1.
+    assert mac.conv3x3_relu_maxpool_cost((1, 1, 7, 7), 2, 2, bias=False).mac_bytes == (49 + 2 * 4 + 18) * 2
+    assert mac.conv3x3_relu_maxpool_cost((1, 1, 1, 1), 2, 4).flops == 18
+    with pytest.raises(ValueError, match="out_channels"):
+        mac.conv3x3_relu_maxpool_cost((1, 3, 8, 8), 0, 4)
