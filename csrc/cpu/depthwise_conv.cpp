@@ -9,7 +9,10 @@
 // accumulators); other shapes run the same code with run-time extents.
 //
 // NCHW: one task per (n, c) plane, each output row computed from up to K input
-//   rows; rows outside the input point at a row of zeros.
+//   rows; rows outside the input point at a row of zeros. Planes too narrow to
+//   fill a vector per row (7x7, 14x14 with stride 2) run, in float, as "flat
+//   phase planes": the padded plane split by stride phase so that the whole
+//   plane is one 1-D convolution whose vectors span several rows.
 // channels_last: one task per output row; per block of 16 channels (32 for
 //   kernel shapes known only at run time; the last block overlaps the one before
 //   when C is not a multiple of the block), the weights stay in registers while
@@ -20,10 +23,11 @@
 //   is that matrix already and is used without a copy.
 // Backward input with stride 1 is the forward kernel applied to grad_output with
 //   the kernel flipped (a stride-1 transposed convolution is a convolution).
-//   Other strides: NCHW scatters rows into a per-plane accumulator, NHWC gathers
-//   per input pixel.
+//   Other strides: NCHW runs a stride-1 flat-plane pass over grad_output dilated
+//   by the stride (float; double scatters rows into a per-plane accumulator),
+//   NHWC gathers per input pixel.
 // Backward weight is deterministic: NCHW one task per channel with per-tap row
-//   partial sums; NHWC fixed chunks of rows reduced in chunk order.
+//   (or flat-plane) partial sums; NHWC fixed chunks of rows reduced in chunk order.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
