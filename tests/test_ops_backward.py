@@ -164,6 +164,42 @@ def test_depthwise_conv2d_grad_v2_widths_channels_last(impl, channels, stride, l
     _compare(*_depthwise_grads(impl, case, layout, dtype, True, True), tol)
 
 
+# Narrow NCHW planes (the CPU's flat phase planes; the strided input gradient as a
+# stride-1 pass over dilated grad_output): sizes, strides, kernels, channel counts
+# and layouts as in the forward test of the same name.
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("hw", [1, 5, 7, 14])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel,padding,dilation", [(3, 1, 1), (5, 2, 1), (3, 2, 2)])
+@pytest.mark.parametrize("batch,channels", [(1, 19), (8, 58)])
+@pytest.mark.parametrize("layout", ["nchw", "slice", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_depthwise_conv2d_grad_narrow_planes(impl, hw, stride, kernel, padding, dilation, batch, channels, layout,
+                                             dtype):
+    case = DepthwiseCase(batch, channels, hw, kernel, stride, padding, dilation, f"c{channels}")
+    tol = GRAD_TOL if dtype == torch.float32 else HALF_GRAD_TOL[dtype]
+    _compare(*_depthwise_grads(impl, case, layout, dtype, True, True), tol)
+
+
+# An inf in the input reaches only the weight-gradient taps that read it: the
+# columns a flat plane computes past each row's end (which read the next row's
+# first inputs) must not turn 0 * inf into NaN in the other taps.
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("hw,stride", [(7, 1), (14, 2)])
+def test_depthwise_conv2d_grad_weight_inf_stays_in_its_taps(impl, hw, stride):
+    x = torch.randn(2, 3, hw, hw, device=impl.device)
+    x[:, :, 3, 0] = float("inf")
+    w = torch.randn(3, 1, 3, 3, device=impl.device)
+    conv = ([stride] * 2, [1, 1], [1, 1])
+    go = torch.randn(2, 3, (hw - 1) // stride + 1, (hw - 1) // stride + 1, device=impl.device).abs()
+    _, gw, _ = impl.ops.depthwise_conv2d_backward(go, x, w, None, *conv, [False, True, False])
+    xr = x.double().requires_grad_(False)
+    wr = w.double().requires_grad_(True)
+    reference.depthwise_conv2d(xr, wr, None, *conv, False).backward(go.double())
+    torch.testing.assert_close(gw.double(), wr.grad, rtol=1e-4, atol=1e-4, equal_nan=True)
+    assert gw[:, :, :, 2].isfinite().all()
+
+
 # ---- backward ops called directly ---------------------------------------------------
 
 MASKS = [list(m) for m in itertools.product([False, True], repeat=3)]

@@ -388,6 +388,22 @@ def test_depthwise_conv2d_v2_widths_empty_batch(impl, channels):
     _check_depthwise(impl, case, "channels_last", torch.float32, bias=True, relu=False)
 
 
+# Planes narrow enough for the CPU's flat phase planes in NCHW (ShuffleNet's 7x7
+# and 14x14 stages): a single pixel, odd and even sizes, channel counts off the
+# vector width, dense and channel-sliced inputs (channels_last for comparison),
+# batch 1 and 8, every dtype; 5x5 and a dilated 3x3 beside the 3x3 fast path.
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("hw", [1, 5, 7, 14])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel,padding,dilation", [(3, 1, 1), (5, 2, 1), (3, 2, 2)])
+@pytest.mark.parametrize("batch,channels", [(1, 19), (8, 58)])
+@pytest.mark.parametrize("layout", ["nchw", "slice", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_depthwise_conv2d_narrow_planes(impl, hw, stride, kernel, padding, dilation, batch, channels, layout, dtype):
+    case = DepthwiseCase(batch, channels, hw, kernel, stride, padding, dilation, f"c{channels}")
+    _check_depthwise(impl, case, layout, dtype, bias=True, relu=True)
+
+
 # A tap-major weight (stride(0) == 1, the layout the nn units cache for
 # channels_last models) gives exactly the result of the same values stored
 # contiguously, in every layout, forward and backward.

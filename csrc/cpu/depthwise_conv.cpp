@@ -9,7 +9,10 @@
 // accumulators); other shapes run the same code with run-time extents.
 //
 // NCHW: one task per (n, c) plane, each output row computed from up to K input
-//   rows; rows outside the input point at a row of zeros.
+//   rows; rows outside the input point at a row of zeros. Planes too narrow to
+//   fill a vector per row (7x7, 14x14 with stride 2) run, in float, as "flat
+//   phase planes": the padded plane split by stride phase so that the whole
+//   plane is one 1-D convolution whose vectors span several rows.
 // channels_last: one task per output row; per block of 16 channels (32 for
 //   kernel shapes known only at run time; the last block overlaps the one before
 //   when C is not a multiple of the block), the weights stay in registers while
@@ -20,10 +23,11 @@
 //   is that matrix already and is used without a copy.
 // Backward input with stride 1 is the forward kernel applied to grad_output with
 //   the kernel flipped (a stride-1 transposed convolution is a convolution).
-//   Other strides: NCHW scatters rows into a per-plane accumulator, NHWC gathers
-//   per input pixel.
+//   Other strides: NCHW runs a stride-1 flat-plane pass over grad_output dilated
+//   by the stride (float; double scatters rows into a per-plane accumulator),
+//   NHWC gathers per input pixel.
 // Backward weight is deterministic: NCHW one task per channel with per-tap row
-//   partial sums; NHWC fixed chunks of rows reduced in chunk order.
+//   (or flat-plane) partial sums; NHWC fixed chunks of rows reduced in chunk order.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -228,6 +232,254 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nchw_planes(const Pass<scalar_t, acc_t>
       }
     }
   }
+}
+
+// ---- NCHW small planes: flat phase planes ------------------------------------------
+//
+// A plane narrower than a vector wastes most lanes when each output row is its own
+// vector (a 7-wide row fills 7 of 16). Here a whole plane is one flat sequence: the
+// zero-padded input plane is split into s*s phase planes of pitch q = ceil(padded
+// width / s) (phase (a, b) holds padded rows a, a + s, ... and columns b, b + s,
+// ...), so that output (oh, ow) reads element oh*q + ow + off[t] of the buffer for
+// every tap t whatever the stride. The plane is then a 1-D convolution of
+// (ho - 1)*q + wo flat outputs whose vectors span several rows; the q - wo columns
+// past each row's end are computed and dropped. The buffer is zeroed once per task:
+// refilling it for the next plane writes only input values and zeros, so its pad
+// positions stay zero.
+
+constexpr int64_t kFlatBlock = 4;  // vectors accumulated together
+
+struct FlatPlan {
+  int64_t s = 1;             // stride of the phase split
+  int64_t q = 0;             // pitch of a phase plane (and of the flat outputs)
+  int64_t phase_stride = 0;  // floats from one phase plane to the next
+  int64_t length = 0;        // flat outputs: (output rows - 1) * q + output columns
+  int64_t vecs = 0;          // vectors covering `length`, rounded up to kFlatBlock
+  int64_t buffer = 0;        // floats in the input buffer, with slack for reads past the end
+  int64_t taps = 0;
+  std::array<int64_t, kMaxTaps> off{};  // per tap: buffer offset of flat output 0's input
+};
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// `rows` x q phase planes (rows of each), flat outputs of `out_rows` x `out_cols`.
+FlatPlan flat_plan(int64_t s, int64_t q, int64_t rows, int64_t out_rows, int64_t out_cols, int64_t taps) {
+  FlatPlan f;
+  f.s = s;
+  f.q = q;
+  // A row is filled with whole vectors: up to kFloatLanes floats past a phase's end.
+  f.phase_stride = rows * q + kFloatLanes;
+  f.length = (out_rows - 1) * q + out_cols;
+  f.vecs = ceil_div(ceil_div(f.length, kFloatLanes), kFlatBlock) * kFlatBlock;
+  f.buffer = s * s * f.phase_stride + f.vecs * kFloatLanes + kFloatLanes;
+  f.taps = taps;
+  return f;
+}
+
+// The forward convolution of `g` (equal row and column strides).
+FlatPlan forward_flat_plan(const Geometry& g) {
+  const int64_t s = g.sh;
+  FlatPlan f = flat_plan(s, ceil_div(g.w + 2 * g.pw, s), ceil_div(g.h + 2 * g.ph, s), g.ho, g.wo, g.taps());
+  for (int64_t kh = 0; kh < g.kh; ++kh) {
+    for (int64_t kw = 0; kw < g.kw; ++kw) {
+      const int64_t dr = kh * g.dh, dc = kw * g.dw;
+      f.off[kh * g.kw + kw] = ((dr % s) * s + dc % s) * f.phase_stride + (dr / s) * f.q + dc / s;
+    }
+  }
+  return f;
+}
+
+// The input gradient of `g` as a stride-1 convolution, with the kernel flipped,
+// of grad_output dilated by the stride (zeros between its values): one plane of
+// (h + dh*(kh-1)) x (w + dw*(kw-1)), grad_output (oh, ow) at row
+// oh*sh + dh*(kh-1) - ph and column ow*sw + dw*(kw-1) - pw (those outside are
+// never read).
+FlatPlan grad_input_flat_plan(const Geometry& g) {
+  const int64_t span_h = g.dh * (g.kh - 1), span_w = g.dw * (g.kw - 1);
+  FlatPlan f = flat_plan(1, g.w + span_w, g.h + span_h, g.h, g.w, g.taps());
+  for (int64_t kh = 0; kh < g.kh; ++kh) {
+    for (int64_t kw = 0; kw < g.kw; ++kw) {
+      f.off[kh * g.kw + kw] = (span_h - kh * g.dh) * f.q + (span_w - kw * g.dw);
+    }
+  }
+  return f;
+}
+
+// Whether the flat planes take fewer vectors than one vector block per output row
+// (forward_nchw_planes), i.e. the plane is narrow. Equal strides only.
+bool use_flat_planes(const Geometry& g) {
+  if (g.sh != g.sw) return false;
+  const int64_t per_row = g.wo > kFloatLanes ? 2 * ceil_div(g.wo, 2 * kFloatLanes) : 1;
+  const int64_t q = ceil_div(g.w + 2 * g.pw, g.sw);
+  return ceil_div((g.ho - 1) * q + g.wo, kFloatLanes) < g.ho * per_row;
+}
+
+// src[0, count) as floats, zero in the other lanes (count in [1, kFloatLanes]);
+// reads nothing at or past src + readable (readable >= count).
+template <typename scalar_t>
+C10_ALWAYS_INLINE FloatVec load_floats_upto(const scalar_t* src, int64_t count, int64_t readable) {
+  if (readable >= kFloatLanes) {
+    const FloatVec v = load_floats(src);
+    return count >= kFloatLanes ? v : first_lanes(v, count);
+  }
+  float lanes[kFloatLanes] = {};
+  for (int64_t j = 0; j < count; ++j) lanes[j] = static_cast<float>(src[j]);
+  return load_floats(lanes);
+}
+
+// Stores lanes [0, count) of v at dst, and the other lanes too when
+// writable >= kFloatLanes (writes nothing at or past dst + writable).
+template <typename scalar_t>
+C10_ALWAYS_INLINE void store_floats_upto(scalar_t* dst, FloatVec v, int64_t count, int64_t writable) {
+  if (writable >= kFloatLanes) return store_floats(dst, v);
+  float lanes[kFloatLanes];
+  store_floats(lanes, v);
+  for (int64_t j = 0; j < count; ++j) dst[j] = static_cast<scalar_t>(lanes[j]);
+}
+
+// Copies an h x w plane (rows row_stride apart, unit column stride) into the
+// phase planes of f, its element (ih, iw) at padded position (ih + ph, iw + pw).
+// Rows are read with whole vectors (lanes past the row's end masked to zero;
+// `span` elements from ip may be read, the rest of the tensor, so that only its
+// very end takes the slow path) and written in order with whole vectors: the
+// zero lanes land on pad positions or on rows written later.
+template <typename scalar_t>
+C10_ALWAYS_INLINE void fill_flat(const scalar_t* ip, int64_t span, int64_t row_stride, int64_t h, int64_t w,
+                                 int64_t ph, int64_t pw, const FlatPlan& f, float* buf) {
+  for (int64_t ih = 0; ih < h; ++ih) {
+    const scalar_t* src = ip + ih * row_stride;
+    const int64_t readable = span - ih * row_stride;
+    const int64_t r = ih + ph;
+    if (f.s == 1) {
+      float* dst = buf + r * f.q + pw;
+      for (int64_t k = 0; k < w; k += kFloatLanes) {
+        store_floats(dst + k, load_floats_upto(src + k, std::min(kFloatLanes, w - k), readable - k));
+      }
+    } else if (f.s == 2) {
+      // Even input columns go to phase column pw % 2 from column pw / 2, odd ones
+      // to phase column (pw + 1) % 2 from column (pw + 1) / 2.
+      float* row = buf + (r % 2) * 2 * f.phase_stride + (r / 2) * f.q;
+      float* even = row + (pw % 2) * f.phase_stride + pw / 2;
+      float* odd = row + ((pw + 1) % 2) * f.phase_stride + (pw + 1) / 2;
+      for (int64_t k = 0; k < w; k += 2 * kFloatLanes) {
+        const FloatVec x0 = load_floats_upto(src + k, std::min(kFloatLanes, w - k), readable - k);
+        const FloatVec x1 = w - k > kFloatLanes ? load_floats_upto(src + k + kFloatLanes,
+                                                                   std::min(kFloatLanes, w - k - kFloatLanes),
+                                                                   readable - k - kFloatLanes)
+                                                : FloatVec{};
+        store_floats(even + k / 2, __builtin_shufflevector(x0, x1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                                           28, 30));
+        store_floats(odd + k / 2, __builtin_shufflevector(x0, x1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27,
+                                                          29, 31));
+      }
+    } else {
+      for (int64_t iw = 0; iw < w; ++iw) {
+        const int64_t c = iw + pw;
+        buf[((r % f.s) * f.s + c % f.s) * f.phase_stride + (r / f.s) * f.q + c / f.s] = static_cast<float>(src[iw]);
+      }
+    }
+  }
+}
+
+// res[i] = bias + sum_t w[t] * buf[off[t] + i] for the f.vecs vectors of flat outputs
+// (kTaps: the tap count as a constant, 0 to read it from f).
+template <int64_t kTaps>
+C10_ALWAYS_INLINE void flat_conv(const float* buf, const FlatPlan& f, const float* w, float bias, float* res) {
+  const int64_t taps = kTaps ? kTaps : f.taps;
+  for (int64_t i0 = 0; i0 < f.vecs * kFloatLanes; i0 += kFlatBlock * kFloatLanes) {
+    FloatVec acc[kFlatBlock];
+    for (int64_t v = 0; v < kFlatBlock; ++v) acc[v] = FloatVec{} + bias;
+    for (int64_t t = 0; t < taps; ++t) {
+      const float wt = w[t];
+      const float* src = buf + f.off[t] + i0;
+      for (int64_t v = 0; v < kFlatBlock; ++v) acc[v] += wt * load_floats(src + v * kFloatLanes);
+    }
+    for (int64_t v = 0; v < kFlatBlock; ++v) store_floats(res + i0 + v * kFloatLanes, acc[v]);
+  }
+}
+
+// The ho x wo dense plane `out` from flat outputs of pitch q (ReLU optional). Rows
+// are stored in order with whole vectors where `total` elements from out (the
+// planes left in the task) have room: the lanes past a row's end are rewritten by
+// the next row or plane.
+template <typename scalar_t>
+C10_ALWAYS_INLINE void store_flat(const float* res, int64_t q, int64_t ho, int64_t wo, bool relu, scalar_t* out,
+                                  int64_t total) {
+  for (int64_t oh = 0; oh < ho; ++oh) {
+    for (int64_t ow = 0; ow < wo; ow += kFloatLanes) {
+      const int64_t at = oh * wo + ow;
+      store_floats_upto(out + at, relu_vec(load_floats(res + oh * q + ow), relu), std::min(kFloatLanes, wo - ow),
+                        total - at);
+    }
+  }
+}
+
+// Elements from an NCHW input's first element to the end of its last row.
+int64_t span_of(Strides4 is, const Geometry& g) {
+  return (g.n - 1) * is.n + (g.c - 1) * is.c + (g.h - 1) * is.h + g.w;
+}
+
+// The stages given to pipelined() are inlined into the multiversioned kernel
+// that calls it (a lambda on its own would be compiled for the baseline target).
+#if defined(__GNUC__)
+#define SHUFFLENET_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define SHUFFLENET_INLINE_LAMBDA
+#endif
+
+// Two of each scratch buffer (k: 0 or 1) for the pipelined() stages.
+template <int kSlot>
+float* flat_scratch(int k, int64_t size) {
+  return k ? thread_scratch<float, kSlot + 1>(size, 0.f) : thread_scratch<float, kSlot>(size, 0.f);
+}
+
+// Runs fill(i, k), compute(i, k) and finish(i, k) for the items i in [begin, end),
+// staggered by one item over two buffer sets k = 0, 1: each stage reads what the
+// stage before wrote an item earlier, once those stores have left the store
+// buffer (a load spanning two recent stores cannot take its data from them and
+// waits until they are written).
+template <typename Fill, typename Compute, typename Finish>
+C10_ALWAYS_INLINE void pipelined(int64_t begin, int64_t end, const Fill& fill, const Compute& compute,
+                                 const Finish& finish) {
+  if (begin >= end) return;
+  fill(begin, 0);
+  for (int64_t i = begin; i < end; ++i) {
+    const int k = static_cast<int>((i - begin) & 1);
+    if (i + 1 < end) fill(i + 1, k ^ 1);
+    compute(i, k);
+    if (i > begin) finish(i - 1, k ^ 1);
+  }
+  finish(end - 1, static_cast<int>((end - 1 - begin) & 1));
+}
+
+template <typename scalar_t, int64_t kTaps>
+SHUFFLENET_CPU_MULTIVERSION void forward_nchw_flat(const Pass<scalar_t, float>& p, const FlatPlan& f, int64_t begin,
+                                                   int64_t end) {
+  const Geometry& g = p.g;
+  float* const buf[2] = {flat_scratch<0>(0, f.buffer), flat_scratch<0>(1, f.buffer)};
+  float* const res[2] = {flat_scratch<2>(0, f.vecs * kFloatLanes + kFloatLanes),
+                         flat_scratch<2>(1, f.vecs * kFloatLanes + kFloatLanes)};
+  const int64_t in_span = span_of(p.is, g);
+  pipelined(
+      begin, end,
+      [&](int64_t plane, int k) SHUFFLENET_INLINE_LAMBDA {
+        const int64_t at = plane / g.c * p.is.n + plane % g.c * p.is.c;
+        fill_flat(p.in + at, in_span - at, p.is.h, g.h, g.w, g.ph, g.pw, f, buf[k]);
+      },
+      [&](int64_t plane, int k) SHUFFLENET_INLINE_LAMBDA {
+        const int64_t c = plane % g.c;
+        flat_conv<kTaps>(buf[k], f, p.weight + c * f.taps, p.bias ? p.bias[c] : 0.f, res[k]);
+      },
+      [&](int64_t plane, int k) SHUFFLENET_INLINE_LAMBDA {
+        store_flat(res[k], f.q, g.ho, g.wo, p.relu, p.out + plane * g.ho * g.wo, (end - plane) * g.ho * g.wo);
+      });
+}
+
+// Calls fn(std::integral_constant<int64_t, taps>) with 9 for 3x3 kernels, 0 (run-time taps) otherwise.
+template <typename F>
+void with_flat_taps(const Geometry& g, const F& fn) {
+  if (g.kh == 3 && g.kw == 3) return fn(std::integral_constant<int64_t, 9>{});
+  fn(std::integral_constant<int64_t, 0>{});
 }
 
 // B channels of one channels_last pixel from `taps` source pixels, in registers
@@ -467,6 +719,17 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nhwc_rows(const Pass<scalar_t, acc_t>& 
 template <typename scalar_t, typename acc_t>
 void run_pass(const Pass<scalar_t, acc_t>& p, bool channels_last) {
   const Geometry& g = p.g;
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (!channels_last && use_flat_planes(g)) {
+      const FlatPlan f = forward_flat_plan(g);
+      with_flat_taps(g, [&](auto taps) {
+        at::parallel_for(0, g.n * g.c, grain_for(g.ho * g.wo * g.taps()), [&](int64_t begin, int64_t end) {
+          forward_nchw_flat<scalar_t, decltype(taps)::value>(p, f, begin, end);
+        });
+      });
+      return;
+    }
+  }
   with_kernel_shape(g, [&](auto shape) {
     using Shape = decltype(shape);
     if (channels_last) {
@@ -551,6 +814,37 @@ SHUFFLENET_CPU_MULTIVERSION void grad_input_nhwc_rows(const scalar_t* go /*dense
   }
 }
 
+// Strided input gradient on flat planes (grad_input_flat_plan): grad_output is
+// placed, dilated, into the zeroed buffer, whose other positions stay zero.
+template <typename scalar_t, int64_t kTaps>
+SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_flat(const scalar_t* go /*dense NCHW*/, const float* weight,
+                                                      scalar_t* gi /*dense NCHW*/, const Geometry& g,
+                                                      const FlatPlan& f, int64_t begin, int64_t end) {
+  float* const buf[2] = {flat_scratch<0>(0, f.buffer), flat_scratch<0>(1, f.buffer)};
+  float* const res[2] = {flat_scratch<2>(0, f.vecs * kFloatLanes + kFloatLanes),
+                         flat_scratch<2>(1, f.vecs * kFloatLanes + kFloatLanes)};
+  const int64_t rows = g.h + g.dh * (g.kh - 1);
+  const int64_t top = g.dh * (g.kh - 1) - g.ph, left = g.dw * (g.kw - 1) - g.pw;
+  // grad_output columns [ow_lo, ow_hi) land inside the buffer's columns.
+  const int64_t ow_lo = left >= 0 ? 0 : ceil_div(-left, g.sw);
+  const int64_t ow_hi = std::min(g.wo, ceil_div(f.q - left, g.sw));
+  pipelined(
+      begin, end,
+      [&](int64_t plane, int k) SHUFFLENET_INLINE_LAMBDA {
+        const scalar_t* gp = go + plane * g.ho * g.wo;
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          const int64_t r = oh * g.sh + top;
+          if (r < 0 || r >= rows) continue;
+          float* dst = buf[k] + r * f.q;
+          for (int64_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow * g.sw + left] = static_cast<float>(gp[oh * g.wo + ow]);
+        }
+      },
+      [&](int64_t plane, int k) SHUFFLENET_INLINE_LAMBDA { flat_conv<kTaps>(buf[k], f, weight + plane % g.c * f.taps, 0.f, res[k]); },
+      [&](int64_t plane, int k) SHUFFLENET_INLINE_LAMBDA {
+        store_flat(res[k], f.q, g.h, g.w, false, gi + plane * g.h * g.w, (end - plane) * g.h * g.w);
+      });
+}
+
 // Input gradient with stride > 1 (stride 1 runs as a forward pass).
 template <typename scalar_t, typename acc_t>
 void grad_input_strided(const scalar_t* go, const acc_t* weight, scalar_t* gi, const Geometry& g, bool channels_last) {
@@ -565,6 +859,15 @@ void grad_input_strided(const scalar_t* go, const acc_t* weight, scalar_t* gi, c
       grad_input_nhwc_rows(go, weight, gi, g, ow_of.data(), begin, end);
     });
   } else {
+    if constexpr (std::is_same_v<acc_t, float>) {
+      const FlatPlan f = grad_input_flat_plan(g);
+      with_flat_taps(g, [&](auto taps) {
+        at::parallel_for(0, g.n * g.c, grain_for(g.ho * g.wo * g.taps()), [&](int64_t begin, int64_t end) {
+          grad_input_nchw_flat<scalar_t, decltype(taps)::value>(go, weight, gi, g, f, begin, end);
+        });
+      });
+      return;
+    }
     const RowTaps cols = row_taps(g.w, g.kw, g.sw, g.pw, g.dw, g.wo);
     at::parallel_for(0, g.n * g.c, grain_for(g.ho * g.wo * g.taps()), [&](int64_t begin, int64_t end) {
       grad_input_nchw_planes(go, weight, gi, g, cols, begin, end);
@@ -677,8 +980,72 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
   }
 }
 
+// Flat planes (forward_flat_plan): per image, the input plane fills the phase
+// buffer as in the forward pass and the grad_output plane a buffer of the flat
+// outputs' pitch (zero past each row), and each tap keeps a vector of partial
+// sums of grad_output * input; the lanes are summed into double totals once per
+// image, in a fixed order.
+template <typename scalar_t, int64_t kTaps>
+SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_flat(const scalar_t* go /*dense NCHW*/, const scalar_t* in,
+                                                       Strides4 is, float* gw /*[C, taps]*/, float* gb /*[C] or null*/,
+                                                       const Geometry& g, const FlatPlan& f, int64_t begin,
+                                                       int64_t end) {
+  const int64_t taps = kTaps ? kTaps : f.taps;
+  const int64_t flat = f.vecs * kFloatLanes;
+  const int64_t gsize = std::max(flat, g.ho * f.q) + kFloatLanes;
+  float* const buf[2] = {flat_scratch<0>(0, f.buffer), flat_scratch<0>(1, f.buffer)};
+  float* const gbuf[2] = {flat_scratch<2>(0, gsize), flat_scratch<2>(1, gsize)};
+  // 1 where a flat output is a real one: the dropped columns may read input
+  // values (an inf there must not turn 0 * inf into NaN).
+  float* const valid = thread_scratch<float, 4>(flat, 0.f);
+  for (int64_t i = 0; i < f.length; ++i) valid[i] = i % f.q < g.wo ? 1.f : 0.f;
+  FlatPlan gplan = f;  // grad_output rows: one phase of pitch q
+  gplan.s = 1;
+  std::array<double, kMaxTaps + 1> total{};
+  const int64_t in_span = span_of(is, g), go_span = g.n * g.c * g.ho * g.wo;
+  // Items: (channel, image) pairs, images innermost.
+  pipelined(
+      begin * g.n, end * g.n,
+      [&](int64_t item, int k) SHUFFLENET_INLINE_LAMBDA {
+        const int64_t c = item / g.n, n = item % g.n;
+        const int64_t at = n * is.n + c * is.c, go_at = (n * g.c + c) * g.ho * g.wo;
+        fill_flat(in + at, in_span - at, is.h, g.h, g.w, g.ph, g.pw, f, buf[k]);
+        fill_flat(go + go_at, go_span - go_at, g.wo, g.ho, g.wo, 0, 0, gplan, gbuf[k]);
+      },
+      [&](int64_t item, int k) SHUFFLENET_INLINE_LAMBDA {
+        const int64_t c = item / g.n, n = item % g.n;
+        if (n == 0) std::fill(total.begin(), total.end(), 0.0);
+        FloatVec acc[kTaps ? kTaps : kMaxTaps];
+        for (int64_t t = 0; t < taps; ++t) acc[t] = FloatVec{};
+        FloatVec acc_bias{};
+        for (int64_t i0 = 0; i0 < flat; i0 += kFloatLanes) {
+          const FloatVec gv = load_floats(gbuf[k] + i0);
+          const auto real = load_floats(valid + i0) != 0.f;
+          acc_bias += gv;
+          for (int64_t t = 0; t < taps; ++t) acc[t] += real ? gv * load_floats(buf[k] + f.off[t] + i0) : FloatVec{};
+        }
+        for (int64_t t = 0; t < taps; ++t) total[t] += sum_lanes(acc[t]);
+        total[taps] += sum_lanes(acc_bias);
+        if (n + 1 < g.n) return;
+        for (int64_t t = 0; t < taps; ++t) gw[c * taps + t] = static_cast<float>(total[t]);
+        if (gb) gb[c] = static_cast<float>(total[taps]);
+      },
+      [](int64_t, int) SHUFFLENET_INLINE_LAMBDA {});
+}
+
 template <typename scalar_t, typename acc_t>
 void grad_weight_nchw(const scalar_t* go, const scalar_t* in, Strides4 is, acc_t* gw, acc_t* gb, const Geometry& g) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (use_flat_planes(g)) {
+      const FlatPlan f = forward_flat_plan(g);
+      with_flat_taps(g, [&](auto taps) {
+        at::parallel_for(0, g.c, 1, [&](int64_t begin, int64_t end) {
+          grad_weight_nchw_flat<scalar_t, decltype(taps)::value>(go, in, is, gw, gb, g, f, begin, end);
+        });
+      });
+      return;
+    }
+  }
   with_kernel_shape(g, [&](auto shape) {
     using Shape = decltype(shape);
     const RowTaps cols = row_taps(g.w, Shape::kw(g), Shape::sw(g), g.pw, g.dw, g.wo);
