@@ -198,6 +198,49 @@ def test_bands_and_steps(threads: int, stride: int, layout: str) -> None:
     assert_unit_close(out, reference_out(x, args), 1e-4)
 
 
+# Half the output channels: last 16-channel blocks of 1, 7, 9, 16 and 1 channels (masked
+# tail loads and stores); row widths of 1..10 output pixels (interior pixels of the
+# depthwise conv in groups of 4, 2 and 1, the edge pixels, a single column) and GEMM row
+# counts that leave tail tiles of every height below the register tile's.
+TAIL_HALVES = [1, 7, 9, 16, 17]
+ROW_SHAPES = [(1, 1), (2, 3), (3, 6), (5, 9), (7, 10)]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("half", TAIL_HALVES)
+@pytest.mark.parametrize("hw", ROW_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("layout", ["channels_last", "slice_cl", "nchw"])
+def test_channel_tails_and_row_widths(stride: int, half: int, hw: tuple[int, int], batch: int,
+                                      layout: str) -> None:
+    """Every tail of a 16-channel block and every row width the kernel splits
+    differently, at batch 1 (bands of rows per thread) and 8 (an image per task)."""
+    c_in = 2 * half if stride == 1 else half + 3
+    x = make_input((batch, c_in, *hw), layout)
+    args = unit_args(c_in, 2 * half, stride)
+    out = OP(x, *args)
+    assert_layout_kept(out, x)
+    assert_unit_close(out, reference_out(x, args), 1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_signed_zero_and_infinities_pass_through(stride: int) -> None:
+    """The kept half (stride 1) goes to the output as is: -0.0 and infinities too."""
+    x = make_input((2, 32, 5, 7), "channels_last")
+    x[:, :16:3] = -0.0
+    x[:, 1:16:5] = float("inf")
+    x[:, 2:16:7] = float("-inf")
+    args = unit_args(32, 32 if stride == 1 else 64, stride)
+    out = OP(x, *args)
+    ref = reference_out(x, args).to(out.dtype)
+    if stride == 1:
+        kept = out[:, 0::2]
+        assert torch.equal(kept, x[:, :16])
+        assert torch.equal(torch.signbit(kept), torch.signbit(x[:, :16]))
+    else:
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-3, equal_nan=True)
+
+
 def test_weight_changes_are_seen() -> None:
     """Packed weights are cached per weight tensor: in-place writes and new tensors repack."""
     x = make_input((2, 32, 6, 6), "channels_last")

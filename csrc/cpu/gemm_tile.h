@@ -77,9 +77,22 @@ template <typename V>
 C10_ALWAYS_INLINE void vstore(float* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
+// x in every lane, as a shuffle of lane 0: GCC makes that one broadcast, folded into the
+// multiply-add as a load-broadcast operand. (V{} + x keeps the add, 0 + x not being x for
+// x = -0; x - V{} and lane-by-lane writes can come out as sixteen masked broadcasts
+// when built outside a function that has the instruction set itself.)
 template <typename V>
 C10_ALWAYS_INLINE V vbroadcast(float x) {
-  return V{} + x;
+  const V v = {x};
+  constexpr int n = static_cast<int>(sizeof(V) / sizeof(float));
+  static_assert(n == 4 || n == 8 || n == 16, "vectors of 4, 8 or 16 floats");
+  if constexpr (n == 16) {
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  } else if constexpr (n == 8) {
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+  } else {
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0);
+  }
 }
 template <typename V>
 C10_ALWAYS_INLINE V vrelu(V v) {
@@ -111,11 +124,72 @@ struct StoreRows {
   }
 };
 
+// Loads and stores of the first n (0..16) of 16 lanes for the tile epilogues, by the
+// instruction set the tile is built for (L): masked loads and stores with AVX-512
+// (L = 16) and AVX2 (L = 8), the memcpy of load_first / store_first otherwise. GCC
+// checks a target builtin's instruction set where it is expanded, that is in the
+// AVX-512 or AVX2 function the always-inline tile ends up in, so the builtins can sit
+// in these templates (immintrin.h declares them); other compilers take the portable path.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SHUFFLENET_GEMM_MASKED_X86 1
+#include <immintrin.h>
+#endif
+
+namespace detail {
+typedef float F8 __attribute__((vector_size(8 * sizeof(float))));
+typedef int32_t I8 __attribute__((vector_size(8 * sizeof(int32_t))));
+C10_ALWAYS_INLINE uint16_t lane_mask16(int64_t n) {
+  return n >= kBlock ? uint16_t{0xFFFF} : static_cast<uint16_t>((1u << (n < 0 ? 0 : n)) - 1u);
+}
+C10_ALWAYS_INLINE I8 lane_mask8(int64_t n) {
+  const I8 idx = {0, 1, 2, 3, 4, 5, 6, 7};
+  return idx < static_cast<int32_t>(n);  // -1 in the lanes below n
+}
+}  // namespace detail
+
+template <int L>
+C10_ALWAYS_INLINE FloatVec load_lanes(const float* p, int64_t n) {
+  if (n >= kBlock) return load_floats(p);
+#ifdef SHUFFLENET_GEMM_MASKED_X86
+  if constexpr (L == 16) {
+    return __builtin_ia32_loadups512_mask(p, FloatVec{}, detail::lane_mask16(n));
+  } else if constexpr (L == 8) {
+    const detail::F8 lo = __builtin_ia32_maskloadps256(reinterpret_cast<const detail::F8*>(p), detail::lane_mask8(n));
+    const detail::F8 hi =
+        __builtin_ia32_maskloadps256(reinterpret_cast<const detail::F8*>(p + 8), detail::lane_mask8(n - 8));
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  }
+#endif
+  return load_first(p, n);
+}
+
+template <int L>
+C10_ALWAYS_INLINE void store_lanes(float* p, FloatVec v, int64_t n) {
+  if (n >= kBlock) {
+    store_floats(p, v);
+    return;
+  }
+#ifdef SHUFFLENET_GEMM_MASKED_X86
+  if constexpr (L == 16) {
+    __builtin_ia32_storeups512_mask(p, v, detail::lane_mask16(n));
+    return;
+  } else if constexpr (L == 8) {
+    const detail::F8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    const detail::F8 hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    __builtin_ia32_maskstoreps256(reinterpret_cast<detail::F8*>(p), detail::lane_mask8(n), lo);
+    if (n > 8) __builtin_ia32_maskstoreps256(reinterpret_cast<detail::F8*>(p + 8), detail::lane_mask8(n - 8), hi);
+    return;
+  }
+#endif
+  store_first(p, v, n);
+}
+
 // Epilogue of the unit's last 1x1 conv with the concat and channel shuffle fused: output
 // channel 2i+1 of pixel m is the tile's channel i, channel 2i is `even` (the kept half,
 // or the projection branch) at the same pixel, read here and interleaved in registers,
-// so 32 consecutive output channels go out in two stores. Dense channels_last float
-// output; channels past `channels` are not written.
+// so 32 consecutive output channels go out in two stores (masked ones for a last block
+// of fewer than 16 channels). Dense channels_last float output; channels past
+// `channels` are neither read nor written.
 struct StoreInterleaved {
   float* out;           // pixel 0, channel 0
   int64_t out_pixel;    // output pixel stride (2 * channels)
@@ -125,13 +199,18 @@ struct StoreInterleaved {
   template <typename V, int P>
   C10_ALWAYS_INLINE void put(int64_t m, int64_t block, const V* parts) const {
     constexpr int L = kBlock / P;
-    float lanes[kBlock];
+    FloatVec v;
+    if constexpr (P == 1) {
+      v = vrelu(parts[0]);
+    } else {
+      float lanes[kBlock];
 #pragma GCC unroll 4
-    for (int p = 0; p < P; ++p) vstore(lanes + p * L, vrelu(parts[p]));
-    const FloatVec v = load_floats(lanes);
+      for (int p = 0; p < P; ++p) vstore(lanes + p * L, vrelu(parts[p]));
+      v = load_floats(lanes);
+    }
     const int64_t c0 = block * kBlock;
     const int64_t n = std::min<int64_t>(kBlock, channels - c0);
-    const FloatVec e = load_first(even + m * even_pixel + c0, n);
+    const FloatVec e = load_lanes<L>(even + m * even_pixel + c0, n);
     const FloatVec lo = __builtin_shufflevector(e, v, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const FloatVec hi = __builtin_shufflevector(e, v, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     float* dst = out + m * out_pixel + 2 * c0;
@@ -140,9 +219,9 @@ struct StoreInterleaved {
       store_floats(dst + kBlock, hi);
     } else if (n > kBlock / 2) {
       store_floats(dst, lo);
-      store_first(dst + kBlock, hi, 2 * n - kBlock);
+      store_lanes<L>(dst + kBlock, hi, 2 * n - kBlock);
     } else {
-      store_first(dst, lo, 2 * n);
+      store_lanes<L>(dst, lo, 2 * n);
     }
   }
 };
@@ -182,23 +261,27 @@ C10_ALWAYS_INLINE void relu_tile(const float* a, int64_t a_pixel, const PackedPo
   }
 }
 
+// The last `rest` (1..H) rows from m0 in one tile of exactly that height: a tile of one
+// row loads as many weight vectors as it multiply-adds.
+template <int L, int H, int NB, typename Store>
+C10_ALWAYS_INLINE void relu_rest(const float* a, int64_t a_pixel, int64_t rest, const PackedPointwise& w, int64_t m0,
+                                 int64_t j0, const Store& store) {
+  if (rest == H) {
+    relu_tile<L, H, NB>(a, a_pixel, w, m0, j0, store);
+  } else if constexpr (H > 1) {
+    relu_rest<L, H - 1, NB>(a, a_pixel, rest, w, m0, j0, store);
+  }
+}
+
 // Rows [0, M) of the NB blocks from j0: full MR tiles, then one shorter tile.
 template <int L, int MR, int NB, typename Store>
 C10_ALWAYS_INLINE void relu_columns(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w, int64_t j0,
                                     const Store& store) {
   int64_t m0 = 0;
   for (; m0 + MR <= m; m0 += MR) relu_tile<L, MR, NB>(a, a_pixel, w, m0, j0, store);
-  const int64_t rest = m - m0;
-  if (rest == 0) return;
   if constexpr (MR > 1) {
-    if (rest >= MR / 2 + (MR % 2)) {
-      // Tiles of half height cover what is left in at most two calls.
-      constexpr int H = MR / 2 + (MR % 2);
-      relu_tile<L, H, NB>(a, a_pixel, w, m0, j0, store);
-      m0 += H;
-    }
+    if (m0 < m) relu_rest<L, MR - 1, NB>(a, a_pixel, m - m0, w, m0, j0, store);
   }
-  for (; m0 < m; ++m0) relu_tile<L, 1, NB>(a, a_pixel, w, m0, j0, store);
 }
 
 // relu(A @ W + bias) for M pixels, every output block, through `store`.

@@ -8,14 +8,16 @@
 //   1. the first 1x1 conv (+bias, ReLU) of the input rows the step needs that the
 //      previous step has not already computed (the rows it shares with the
 //      previous step are moved to the top of the buffer, not recomputed);
-//   2. the 3x3 depthwise conv (+bias) of those rows (stride 1 or 2, padding 1);
+//   2. the 3x3 depthwise conv (+bias) of those rows (stride 1 or 2, padding 1), a
+//      few output pixels at a time with independent accumulators;
 //   3. stride 2: the projection branch from the same input rows, depthwise 3x3
 //      stride 2 (+bias) then 1x1 (+bias, ReLU);
 //   4. the second 1x1 conv (+bias, ReLU), whose epilogue writes the output with the
 //      concat and channel shuffle fused: channel 2i+1 = branch channel i, channel 2i =
 //      kept half (stride 1) or projection (stride 2) channel i.
 // The 1x1 convs are register-blocked GEMM tiles over weights packed once and cached
-// (gemm_tile.h, PackCache below).
+// (gemm_tile.h, PackCache below). With direct input and output, each step prefetches the
+// input and output rows of the next one.
 //
 // Fast path, float32 channels_last (what accelerate() feeds it): step 4 stores straight
 // into the output, the kept half interleaved in registers, and input rows are read in
@@ -38,6 +40,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -215,17 +218,74 @@ ScratchLayout scratch_layout(const Plan& p) {
 
 // ---- the band kernel (compiled once per instruction set) -------------------------------
 
-// 3x3 depthwise, padding 1, stride `stride`, bias, no ReLU, over pixel-major rows:
+// A lambda is a function of its own, built for the baseline instruction set unless it
+// is inlined into the AVX-512 / AVX2 function that calls it: the hot ones must be.
+#if defined(__GNUC__) || defined(__clang__)
+#define SHUFFLENET_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define SHUFFLENET_INLINE_LAMBDA
+#endif
+
+// Hides a pointer's value from the optimizer: a pointer walked along a row then stays one
+// register, instead of one precomputed address per column the loop touches (more than
+// there are registers: they would be spilled and reloaded for every load).
+#if defined(__GNUC__) || defined(__clang__)
+#define SHUFFLENET_OPAQUE(ptr) asm("" : "+r"(ptr))
+#else
+#define SHUFFLENET_OPAQUE(ptr) (void)(ptr)
+#endif
+
+constexpr int kXBlock = 4;  // interior depthwise output pixels in flight
+
+// Interior output pixels x0 .. x0+XB-1 of one row of the 3x3 depthwise conv below (all
+// three input columns of each inside the row), input rows [DY0, DY1) of the three: each
+// pixel has its own accumulator (one chain of nine dependent multiply-adds per pixel
+// would wait on the FMA latency), and each input column is loaded once for the pixels
+// that use it, walking one pointer per row (few address registers). Every pixel sums
+// bias, then taps row by row, left to right, as the edge pixels do.
+template <typename V, int S, int XB, int DY0, int DY1>
+C10_ALWAYS_INLINE void depthwise_interior(const float* const* rows, int64_t ix0, int64_t src_pixel, const V* wv, V b,
+                                          float* out, int64_t dst_ld) {
+  V acc[XB];
+#pragma GCC unroll 8
+  for (int j = 0; j < XB; ++j) acc[j] = b;
+#pragma GCC unroll 3
+  for (int dy = DY0; dy < DY1; ++dy) {
+    const float* q = rows[dy] + ix0 * src_pixel;
+#pragma GCC unroll 32
+    for (int col = 0; col < (XB - 1) * S + 3; ++col) {
+      const V x = gemm::vload<V>(q);
+      q += src_pixel;
+      SHUFFLENET_OPAQUE(q);
+#pragma GCC unroll 3
+      for (int dx = 0; dx < 3; ++dx) {
+        const int jj = col - dx;
+        if (jj >= 0 && jj % S == 0 && jj / S < XB) acc[jj / S] += wv[3 * dy + dx] * x;
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < XB; ++j) gemm::vstore(out + j * dst_ld, acc[j]);
+}
+
+// 3x3 depthwise, padding 1, stride S, bias, no ReLU, over pixel-major rows:
 // input row iy (0 <= iy < h) starts at src + (iy - src_first) * src_row, pixels
 // src_pixel apart, channels contiguous, whole blocks of 16 of them read (the source is
 // padded scratch, or input rows whose channels are whole blocks). Writes output rows
 // [r0, r1) as dst[((r - r0) * w_out + x) * dst_ld + c], whole blocks of 16.
-template <int L>
+template <int L, int S>
 C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t src_row, int64_t src_pixel,
-                                    int64_t h, int64_t w, int64_t stride, int64_t r0, int64_t r1, int64_t w_out,
+                                    int64_t h, int64_t w, int64_t r0, int64_t r1, int64_t w_out,
                                     const float* weight, const float* bias, int64_t channels, float* dst,
                                     int64_t dst_ld) {
   using V = typename gemm::Lanes<L>::V;
+  using I0 = std::integral_constant<int, 0>;
+  using I1 = std::integral_constant<int, 1>;
+  using I2 = std::integral_constant<int, 2>;
+  using I3 = std::integral_constant<int, 3>;
+  // Output columns [x_lo, x_hi) read input columns x*S-1 .. x*S+1, all inside the row.
+  const int64_t x_lo = std::min<int64_t>(1, w_out);
+  const int64_t x_hi = w >= 2 ? std::clamp<int64_t>((w - 2) / S + 1, x_lo, w_out) : x_lo;
   for (int64_t part = 0; part < blocks_of(channels) * (kBlock / L); ++part) {
     const int64_t blk = part / (kBlock / L);
     const int64_t c0 = part * L;  // channels [c0, c0 + L) of block blk
@@ -234,32 +294,62 @@ C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t
     for (int t = 0; t < 9; ++t) wv[t] = gemm::vload<V>(weight + (blk * 9 + t) * kBlock + lane0);
     const V b = gemm::vload<V>(bias + c0);
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t iy0 = r * stride - 1;
+      const int64_t iy0 = r * S - 1;
       const int dy_lo = iy0 < 0 ? 1 : 0;
       const int dy_hi = static_cast<int>(std::min<int64_t>(3, h - iy0));
-      const float* rows[3];
+      const float* rows[3] = {src, src, src};
       for (int dy = dy_lo; dy < dy_hi; ++dy) rows[dy] = src + (iy0 + dy - src_first) * src_row + c0;
       float* out = dst + (r - r0) * w_out * dst_ld + c0;
-      for (int64_t x = 0; x < w_out; ++x) {
-        const int64_t ix0 = x * stride - 1;
+      // A pixel with a column outside the row: the taps that are inside.
+      const auto edge = [&](int64_t x) SHUFFLENET_INLINE_LAMBDA {
+        const int64_t ix0 = x * S - 1;
         V acc = b;
-        if (ix0 >= 0 && ix0 + 2 < w) {
-          for (int dy = dy_lo; dy < dy_hi; ++dy) {
-            const float* q = rows[dy] + ix0 * src_pixel;
-            acc += wv[3 * dy] * gemm::vload<V>(q);
-            acc += wv[3 * dy + 1] * gemm::vload<V>(q + src_pixel);
-            acc += wv[3 * dy + 2] * gemm::vload<V>(q + 2 * src_pixel);
-          }
-        } else {
-          for (int dy = dy_lo; dy < dy_hi; ++dy) {
-            for (int dx = 0; dx < 3; ++dx) {
-              const int64_t ix = ix0 + dx;
-              if (ix >= 0 && ix < w) acc += wv[3 * dy + dx] * gemm::vload<V>(rows[dy] + ix * src_pixel);
-            }
+        for (int dy = dy_lo; dy < dy_hi; ++dy) {
+          for (int dx = 0; dx < 3; ++dx) {
+            const int64_t ix = ix0 + dx;
+            if (ix >= 0 && ix < w) acc += wv[3 * dy + dx] * gemm::vload<V>(rows[dy] + ix * src_pixel);
           }
         }
         gemm::vstore(out + x * dst_ld, acc);
+      };
+      const auto columns = [&](auto dy0, auto dy1) SHUFFLENET_INLINE_LAMBDA {
+        constexpr int DY0 = decltype(dy0)::value, DY1 = decltype(dy1)::value;
+        for (int64_t x = 0; x < x_lo; ++x) edge(x);
+        int64_t x = x_lo;
+        for (; x + kXBlock <= x_hi; x += kXBlock) {
+          depthwise_interior<V, S, kXBlock, DY0, DY1>(rows, x * S - 1, src_pixel, wv, b, out + x * dst_ld, dst_ld);
+        }
+        for (; x + 2 <= x_hi; x += 2) {
+          depthwise_interior<V, S, 2, DY0, DY1>(rows, x * S - 1, src_pixel, wv, b, out + x * dst_ld, dst_ld);
+        }
+        for (; x < x_hi; ++x) {
+          depthwise_interior<V, S, 1, DY0, DY1>(rows, x * S - 1, src_pixel, wv, b, out + x * dst_ld, dst_ld);
+        }
+        for (x = x_hi; x < w_out; ++x) edge(x);
+      };
+      // Rows of the three outside the input: only at the top and bottom of the map.
+      if (dy_lo == 0 && dy_hi == 3) {
+        columns(I0{}, I3{});
+      } else if (dy_lo == 1 && dy_hi == 3) {
+        columns(I1{}, I3{});
+      } else if (dy_lo == 0) {
+        columns(I0{}, I2{});
+      } else {
+        columns(I1{}, I2{});
       }
+    }
+  }
+}
+
+// Asks for floats [p, p + count) to be brought into the cache, for reading or writing:
+// the input and output rows of the next step, while this one computes (the activations
+// of a batch outgrow the L2 cache, and a row step touches a few tens of KB of each).
+C10_ALWAYS_INLINE void prefetch_floats(const float* p, int64_t count, bool write) {
+  for (int64_t i = 0; i < count; i += kBlock) {
+    if (write) {
+      __builtin_prefetch(p + i, 1, 3);
+    } else {
+      __builtin_prefetch(p + i, 0, 3);
     }
   }
 }
@@ -275,10 +365,26 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
   const int64_t mid_row = w * p.cm_p, in_row = w * p.cb_p;
   const float* in_image = p.direct_out ? p.in + n * p.in_image : nullptr;
   int64_t first = 0, end = 0;  // input rows [first, end) are in the buffers
+  // the branch's depthwise conv, stride s
+  const auto dw = [s](auto... args) SHUFFLENET_INLINE_LAMBDA {
+    if (s == 1) {
+      depthwise3x3<L, 1>(args...);
+    } else {
+      depthwise3x3<L, 2>(args...);
+    }
+  };
   for (int64_t a = ro_begin; a < ro_end; a += p.rows_per_step) {
     const int64_t b = std::min(a + p.rows_per_step, ro_end);
     const int64_t lo = std::max<int64_t>(a * s - 1, 0);
     const int64_t hi = std::min<int64_t>((b - 1) * s + 2, p.h);
+    if (p.direct_out && b < ro_end) {
+      const int64_t b_next = std::min(b + p.rows_per_step, ro_end);
+      const int64_t hi_next = std::min<int64_t>((b_next - 1) * s + 2, p.h);
+      const int64_t from = std::max(hi, (b * s - 1) < 0 ? int64_t{0} : b * s - 1);
+      if (hi_next > from) prefetch_floats(in_image + from * w * p.in_pixel, (hi_next - from) * w * p.in_pixel, false);
+      const int64_t row_out = p.w_out * 2 * p.c_half;
+      prefetch_floats(p.out + n * p.out_image + b * row_out, (b_next - b) * row_out, true);
+    }
     if (end <= lo || end == first) {
       first = end = lo;
     } else if (lo > first) {  // keep the rows this step shares with the last one
@@ -302,7 +408,7 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
       gemm::relu_gemm<L, MR, NB>(rows, pixel, (hi - end) * w, p.pw1, gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
       end = hi;
     }
-    depthwise3x3<L>(mid, first, mid_row, p.cm_p, p.h, w, s, a, b, p.w_out, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
+    dw(mid, first, mid_row, p.cm_p, p.h, w, a, b, p.w_out, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
     const int64_t m = (b - a) * p.w_out;
     const float* even = nullptr;
     int64_t even_pixel = 0;
@@ -310,10 +416,10 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
     if (s == 2) {
       float* proj_dw = scratch + sl.proj_dw;
       if (p.direct_in) {
-        depthwise3x3<L>(in_image, 0, w * p.in_pixel, p.in_pixel, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias,
+        depthwise3x3<L, 2>(in_image, 0, w * p.in_pixel, p.in_pixel, p.h, w, a, b, p.w_out, p.proj_dw, p.proj_dw_bias,
                      p.c_branch, proj_dw, p.cb_p);
       } else {
-        depthwise3x3<L>(in_buf, first, in_row, p.cb_p, p.h, w, s, a, b, p.w_out, p.proj_dw, p.proj_dw_bias, p.c_branch,
+        depthwise3x3<L, 2>(in_buf, first, in_row, p.cb_p, p.h, w, a, b, p.w_out, p.proj_dw, p.proj_dw_bias, p.c_branch,
                      proj_dw, p.cb_p);
       }
       gemm::relu_gemm<L, MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
