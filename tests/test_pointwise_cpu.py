@@ -1,4 +1,4 @@
-"""The CPU pointwise_conv routes (oneDNN convolution, BLAS GEMMs), each forced
+"""The CPU pointwise_conv routes (oneDNN convolution, BLAS GEMMs, register tiles), each forced
 through ``SHUFFLENET_CPU_POINTWISE`` and as picked per case, against the float64
 reference: every group count, dtype, layout, channel slices, batch sizes, bias and
 ReLU on and off, shuffle on and off, shapes that are not multiples of the kernels'
@@ -6,6 +6,12 @@ blocks; gradients; half types rounded once; output strides equal the fake kernel
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +23,7 @@ from shufflenet_kernels import reference
 pytestmark = pytest.mark.skipif(not shufflenet_kernels.NATIVE_AVAILABLE, reason="needs the C++ extension")
 
 ROUTE_ENV = "SHUFFLENET_CPU_POINTWISE"
-ROUTES = ["auto", "gemm", "onednn"]
+ROUTES = ["auto", "gemm", "onednn", "tile"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 # (groups, shuffle_groups, c_in, c_out): channel counts off the 16/64 blocks of
 # oneDNN's kernels and BLAS's register tiles.
@@ -200,6 +206,96 @@ def test_large_batch_onednn_matches(monkeypatch):
         out = torch.ops.shufflenet.pointwise_conv(x, w, b, 1, shuffle_groups, True)
         torch.testing.assert_close(out.double(), _reference64(x, w, b, 1, shuffle_groups, True), **TOL[torch.float32])
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+# The tile route (channels_last, float32 picked by itself for groups > 1): V1's group
+# counts and channel counts that are not multiples of the 16-channel blocks, per group
+# (e.g. 20, 12, 29) and in all; (groups, shuffle_groups, c_in, c_out).
+TILE_CONVS = [
+    (1, 1, 58, 116),
+    (1, 2, 116, 58),
+    (2, 2, 244, 58),
+    (2, 1, 116, 120),
+    (3, 3, 240, 60),
+    (3, 1, 60, 240),
+    (3, 3, 120, 60),
+    (4, 4, 244, 116),
+    (4, 1, 60, 244),
+    (5, 5, 60, 240),
+    (6, 6, 96, 60),
+    (7, 7, 56, 112),
+    (8, 8, 384, 96),
+    (8, 1, 96, 384),
+    (8, 2, 96, 96),
+]
+# Pixel counts around the tiles (6-pixel register tiles, up to 48-pixel tasks): 1, 15,
+# 49, 143 and a batch of 8 whose tiles cross samples.
+TILE_INPUTS = [(1, (1, 1)), (1, (5, 3)), (1, (7, 7)), (1, (13, 11)), (8, (7, 7))]
+
+
+def _check_tile_conv(groups, shuffle_groups, c_in, c_out, dtype, channel_slice):
+    """Every TILE_INPUTS input, bias and ReLU on and off, against the float64 reference."""
+    for n, hw in TILE_INPUTS:
+        x = _input(n, c_in, hw, "channels_last", channel_slice, dtype)
+        w = (torch.randn(c_out, c_in // groups, 1, 1) / (c_in // groups) ** 0.5).to(dtype)
+        b_full = torch.randn(c_out).to(dtype)
+        for b in (None, b_full):
+            for relu in (False, True):
+                out = torch.ops.shufflenet.pointwise_conv(x, w, b, groups, shuffle_groups, relu)
+                ref = _reference64(x, w, b, groups, shuffle_groups, relu)
+                assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+                where = f"n={n} hw={hw} bias={b is not None} relu={relu}"
+                torch.testing.assert_close(out.double(), ref, **TOL[dtype], msg=lambda m, where=where: f"{where}: {m}")
+
+
+@pytest.mark.parametrize("groups,shuffle_groups,c_in,c_out", TILE_CONVS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channel_slice", [False, True], ids=["dense", "slice"])
+def test_tile_route_edges(monkeypatch, groups, shuffle_groups, c_in, c_out, dtype, channel_slice):
+    monkeypatch.setenv(ROUTE_ENV, "tile")
+    _check_tile_conv(groups, shuffle_groups, c_in, c_out, dtype, channel_slice)
+
+
+def test_tile_route_picked_for_grouped_float32(monkeypatch):
+    # As picked by itself: the same results as the forced routes, strided batches too.
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    _check_tile_conv(3, 3, 240, 60, torch.float32, True)
+    x = torch.randn(16, 60, 7, 7).contiguous(memory_format=torch.channels_last)[::2]
+    w = torch.randn(240, 20, 1, 1) / 20**0.5
+    out = torch.ops.shufflenet.pointwise_conv(x, w, None, 3, 3, True)
+    torch.testing.assert_close(out.double(), _reference64(x, w, None, 3, 3, True), **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("groups,shuffle_groups", [(3, 3), (8, 8), (3, 1)])
+def test_tile_route_leaves_nchw_alone(monkeypatch, groups, shuffle_groups):
+    # Forcing the tile route changes nothing for NCHW input (it is channels_last only).
+    x = torch.randn(2, 48, 7, 5)
+    w = torch.randn(96, 48 // groups, 1, 1)
+    b = torch.randn(96)
+    monkeypatch.setenv(ROUTE_ENV, "gemm")
+    expected = torch.ops.shufflenet.pointwise_conv(x, w, b, groups, shuffle_groups, True)
+    monkeypatch.setenv(ROUTE_ENV, "tile")
+    out = torch.ops.shufflenet.pointwise_conv(x, w, b, groups, shuffle_groups, True)
+    assert out.is_contiguous() and out.stride() == expected.stride()
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_tile_route_other_instruction_sets(isa: str) -> None:
+    """The AVX2 and baseline versions of the tiles (SHUFFLENET_CPU_ISA caps the choice)."""
+    code = textwrap.dedent("""
+        import torch
+        from tests.test_pointwise_cpu import TILE_CONVS, _check_tile_conv
+        for groups, shuffle_groups, c_in, c_out in TILE_CONVS:
+            for dtype in (torch.float32, torch.bfloat16):
+                _check_tile_conv(groups, shuffle_groups, c_in, c_out, dtype, dtype == torch.float32)
+        print("ok")
+    """)
+    env = dict(os.environ, SHUFFLENET_CPU_ISA=isa, **{ROUTE_ENV: "tile"})
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
 
 
 def test_bench_script_runs(tmp_path, capsys):

@@ -21,11 +21,33 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "cpu/float_vec.h"
 
 namespace shufflenet::cpu::gemm {
+
+// Instruction sets the callers compile their tile kernels for.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+// The best of them this CPU runs (AVX2 and AVX-512 with FMA), read once;
+// SHUFFLENET_CPU_ISA=avx2 or =baseline caps the choice (to test the other versions).
+inline Isa cpu_isa() {
+  static const Isa isa = [] {
+    const char* cap = std::getenv("SHUFFLENET_CPU_ISA");
+    const std::string limit = cap ? cap : "";
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (limit.empty() && avx2 && __builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+    if ((limit.empty() || limit == "avx2") && avx2) return Isa::kAvx2;
+#endif
+    return Isa::kBaseline;
+  }();
+  return isa;
+}
 
 constexpr int64_t kBlock = kFloatLanes;  // output channels per packed block
 

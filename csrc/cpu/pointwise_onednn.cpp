@@ -46,6 +46,7 @@ PointwiseRoute requested_pointwise_route() {
   if (v == nullptr) return PointwiseRoute::kAuto;
   if (std::strcmp(v, "gemm") == 0) return PointwiseRoute::kGemm;
   if (std::strcmp(v, "onednn") == 0) return PointwiseRoute::kOneDnn;
+  if (std::strcmp(v, "tile") == 0) return PointwiseRoute::kTile;
   return PointwiseRoute::kAuto;
 }
 

@@ -8,9 +8,10 @@
 namespace shufflenet::cpu {
 
 // Which route pointwise_conv takes on CPU. kAuto picks per case (see
-// pointwise_conv.cpp); SHUFFLENET_CPU_POINTWISE=gemm or =onednn in the
-// environment forces one (read on each call, for benchmarks and tests).
-enum class PointwiseRoute { kAuto, kGemm, kOneDnn };
+// pointwise_conv.cpp); SHUFFLENET_CPU_POINTWISE=gemm, =onednn or =tile in the
+// environment forces one (read on each call, for benchmarks and tests; tile
+// applies to channels_last float32, float16 and bfloat16 only).
+enum class PointwiseRoute { kAuto, kGemm, kOneDnn, kTile };
 PointwiseRoute requested_pointwise_route();
 
 // Whether oneDNN's convolution runs `dtype` here: built in, enabled

@@ -16,7 +16,7 @@
 //      concat and channel shuffle fused: channel 2i+1 = branch channel i, channel 2i =
 //      kept half (stride 1) or projection (stride 2) channel i.
 // The 1x1 convs are register-blocked GEMM tiles over weights packed once and cached
-// (gemm_tile.h, PackCache below). With direct input and output, each step prefetches the
+// (gemm_tile.h, PackCache of pack_cache.h). With direct input and output, each step prefetches the
 // input and output rows of the next one.
 //
 // Fast path, float32 channels_last (what accelerate() feeds it): step 4 stores straight
@@ -36,18 +36,15 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <string>
 #include <type_traits>
-#include <unordered_map>
 #include <vector>
 
 #include "common/checks.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/float_vec.h"
 #include "cpu/gemm_tile.h"
+#include "cpu/pack_cache.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -97,65 +94,19 @@ at::Tensor pack(const at::Tensor& t, PackKind kind, int64_t channels, const at::
   return at::Tensor();
 }
 
-// Packed weights, found by the source tensor's TensorImpl and kept only while the source
-// still holds the very values they were packed from: each lookup compares the source
-// with a copy kept at packing time (one read of the weights, from cache, much cheaper
-// than repacking). Identity, data pointer and version counter alone are not enough:
-// compiled graphs reuse one buffer for several weights and write it without bumping its
-// version. A model's folded weights (nn.units' FoldCache) are then packed once.
-class PackCache {
+// Packed weights, cached per source tensor (pack_cache.h).
+class UnitPackCache {
  public:
   at::Tensor get(const at::Tensor& t, PackKind kind, int64_t channels, const at::TensorOptions& like) {
-    // Any dense layout (e.g. the tap-major depthwise weight nn.units caches for
-    // channels_last) occupies numel() elements from its data pointer on, so the byte
-    // comparison below holds for it as long as the strides match too.
-    if (!t.defined() || !t.is_non_overlapping_and_dense()) return pack(t, kind, channels, like);
-    const Key key{t.unsafeGetTensorImpl(), kind};
-    const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
-    const char* data = static_cast<const char*>(t.const_data_ptr());
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      auto it = entries_.find(key);
-      if (it != entries_.end() && it->second.dtype == t.scalar_type() && at::IntArrayRef(it->second.sizes) == t.sizes() &&
-          at::IntArrayRef(it->second.strides) == t.strides() &&
-          it->second.values.size() == nbytes && std::memcmp(it->second.values.data(), data, nbytes) == 0) {
-        return it->second.packed;
-      }
-    }
-    at::Tensor packed = pack(t, kind, channels, like);
-    Entry entry{t.scalar_type(), t.sizes().vec(), t.strides().vec(), std::vector<char>(data, data + nbytes), packed};
-    const std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.size() >= kMaxEntries) entries_.clear();
-    entries_.insert_or_assign(key, std::move(entry));
-    return packed;
+    return cache_.get(t, static_cast<int>(kind), [&] { return pack(t, kind, channels, like); });
   }
 
  private:
-  static constexpr size_t kMaxEntries = 1024;
-  struct Key {
-    const c10::TensorImpl* impl;
-    PackKind kind;
-    bool operator==(const Key& o) const { return impl == o.impl && kind == o.kind; }
-  };
-  struct KeyHash {
-    size_t operator()(const Key& k) const {
-      return std::hash<const void*>()(k.impl) ^ (static_cast<size_t>(k.kind) * 0x9E3779B97F4A7C15ull);
-    }
-  };
-  struct Entry {
-    at::ScalarType dtype;
-    std::vector<int64_t> sizes;
-    std::vector<int64_t> strides;
-    std::vector<char> values;  // the source's bytes when it was packed
-    at::Tensor packed;
-  };
-
-  std::mutex mutex_;
-  std::unordered_map<Key, Entry, KeyHash> entries_;
+  PackCache cache_;
 };
 
-PackCache& pack_cache() {
-  static PackCache cache;
+UnitPackCache& pack_cache() {
+  static UnitPackCache cache;
   return cache;
 }
 
@@ -478,20 +429,22 @@ __attribute__((target("avx2,fma"))) void run_tasks_avx2(const Plan& p, const Scr
 }
 #endif
 
-// The best version this CPU runs (SHUFFLENET_CPU_ISA=avx2 or =baseline caps it, for tests).
+// The best version this CPU runs (gemm::cpu_isa).
 struct IsaChoice {
   RunTasksFn fn;
   const char* name;
 };
 
 IsaChoice choose_isa() {
-  const char* cap = std::getenv("SHUFFLENET_CPU_ISA");
-  const std::string limit = cap ? cap : "";
 #ifdef SHUFFLENET_V2_UNIT_X86
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (limit.empty() && avx2 && __builtin_cpu_supports("avx512f")) return {&run_tasks_avx512, "avx512"};
-  if ((limit.empty() || limit == "avx2") && avx2) return {&run_tasks_avx2, "avx2"};
+  switch (gemm::cpu_isa()) {
+    case gemm::Isa::kAvx512:
+      return {&run_tasks_avx512, "avx512"};
+    case gemm::Isa::kAvx2:
+      return {&run_tasks_avx2, "avx2"};
+    default:
+      break;
+  }
 #endif
   return {&run_tasks_baseline, "baseline"};
 }
@@ -638,7 +591,7 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 
-  PackCache& cache = pack_cache();
+  UnitPackCache& cache = pack_cache();
   const at::TensorOptions opts = input.options();
   const auto pointwise = [&](const at::Tensor& w, const OptTensor& b, at::Tensor& wp, at::Tensor& bp) {
     wp = cache.get(w, PackKind::kPointwise, w.size(0), opts);
