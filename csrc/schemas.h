@@ -37,6 +37,11 @@ inline void define_fused_schemas(torch::Library& m) {
       "v2_unit(Tensor input, Tensor? proj_dw_weight, Tensor? proj_dw_bias, Tensor? proj_pw_weight, "
       "Tensor? proj_pw_bias, Tensor pw1_weight, Tensor? pw1_bias, Tensor dw_weight, Tensor? dw_bias, "
       "Tensor pw2_weight, Tensor? pw2_bias, int stride) -> Tensor");
+  // A stride-1 V2 unit in place on the channels `branch_channels` of `buffer`
+  // (README, "v2_unit_"): the building block of zero-copy stages.
+  m.def(
+      "v2_unit_(Tensor(a!) buffer, Tensor branch_channels, Tensor pw1_weight, Tensor? pw1_bias, "
+      "Tensor dw_weight, Tensor? dw_bias, Tensor pw2_weight, Tensor? pw2_bias) -> ()");
 }
 
 }  // namespace shufflenet

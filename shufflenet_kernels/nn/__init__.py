@@ -2,6 +2,7 @@
 
 from .layers import ChannelShuffle, ConcatShuffle, DepthwiseConv2d, PointwiseConv2d
 from .units import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit
+from .zero_copy import ZeroCopyConv, ZeroCopyStage
 
 __all__ = [
     "ChannelShuffle",
@@ -11,4 +12,6 @@ __all__ = [
     "PointwiseConv2d",
     "ShuffleV1Unit",
     "ShuffleV2Unit",
+    "ZeroCopyConv",
+    "ZeroCopyStage",
 ]
