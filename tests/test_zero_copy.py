@@ -178,10 +178,10 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _models(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _torchvision_model(name: str) -> torch.nn.Module:
+    """A torchvision ShuffleNetV2 in eval mode with random BN statistics."""
     tv = pytest.importorskip("torchvision")
-    model = randomize(getattr(tv.models, name)(num_classes=10)).eval()
-    return model, model
+    return randomize(getattr(tv.models, name)(num_classes=10)).eval()
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0"])
@@ -189,7 +189,7 @@ def _models(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
 def test_torchvision_zero_copy_matches(name: str, layout: str) -> None:
     """Eval, no grad: every stride-1 unit in place, the permutations folded into the next
     stage and conv5; torchvision's output within 1e-4, in both layouts."""
-    model, _ = _models(name)
+    model = _torchvision_model(name)
     fast = sk.accelerate(model, zero_copy=True, channels_last=layout == "channels_last")
     assert [type(fast.get_submodule(s)) for s in ("stage2", "stage3", "stage4", "conv5")] == [ZeroCopyStage] * 3 + [
         ZeroCopyConv]
@@ -212,7 +212,7 @@ def test_torchvision_zero_copy_matches(name: str, layout: str) -> None:
 def test_zero_copy_follows_parameter_changes_and_other_modes() -> None:
     """Changed BN statistics refold (stage, next stage's first unit, conv5); grad mode and
     training mode run the units one by one and still agree with torchvision."""
-    model, _ = _models("shufflenet_v2_x0_5")
+    model = _torchvision_model("shufflenet_v2_x0_5")
     fast = sk.accelerate(model, zero_copy=True, inplace=False)
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
@@ -233,7 +233,7 @@ def test_zero_copy_follows_parameter_changes_and_other_modes() -> None:
 def test_stage_output_alone_is_permuted_and_undone_for_other_consumers() -> None:
     """A stage's in-place output is in its out_perm order; fed to a consumer that is not
     its own (here: the next stage in training mode) it is put back in order."""
-    model, _ = _models("shufflenet_v2_x0_5")
+    model = _torchvision_model("shufflenet_v2_x0_5")
     fast = sk.accelerate(model, zero_copy=True, channels_last=False)
     x = torch.randn(1, 24, 16, 16)
     with torch.no_grad():
@@ -246,7 +246,7 @@ def test_stage_output_alone_is_permuted_and_undone_for_other_consumers() -> None
 
 
 def test_zero_copy_is_off_by_default_and_ignored_for_other_models() -> None:
-    model, _ = _models("shufflenet_v2_x0_5")
+    model = _torchvision_model("shufflenet_v2_x0_5")
     fast = sk.accelerate(model)
     assert not any(isinstance(m, (ZeroCopyStage, ZeroCopyConv)) for m in fast.modules())
     unit = sk.accelerate(model.stage2[1], zero_copy=True)
