@@ -18,10 +18,14 @@
 //   2. the 3x3 depthwise conv (+bias) of the step's rows;
 //   3. the second 1x1 conv (+bias, ReLU), then scatter its output to the branch
 //      channels of the step's rows, which no later step of the band reads again.
-// In place, a band must not overwrite rows that a neighbouring band still has to read:
-// before any band runs, the branch channels of the one row above and the one row
-// below each band (its halo) are gathered into a side buffer, and each band reads its
-// halo rows from there.
+// In place, a band must not overwrite rows that a neighbouring band still has to read
+// (the row above it and the row below it, its halo). Before writing anything, a band
+// that has a band below it gathers that band's first row (its lower halo) and its own
+// last row (the next band's upper halo) into a side buffer, then flags itself started;
+// a band with a band above it waits for that flag before it starts, and reads its upper
+// halo from the side buffer. A band waits only for the band before it, and
+// at::parallel_for gives each thread an ascending range of bands, so no band waits for
+// one that its own thread has still to run.
 //
 // float32, float16 and bfloat16 run this kernel (computing in float32, rounding once
 // on the scatter); float64 runs the composition of ATen convolutions, for checks.
@@ -35,10 +39,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -169,9 +175,11 @@ struct Plan {
   PackedPointwise pw1, pw2;
   const float *dw, *dw_bias;  // [blocks][9][16], [blocks * 16]
   int64_t rows_per_step, bands, band_rows;
-  // Per task (image, band): the gathered rows above and below the band, [2][w][cb_p];
-  // null with one band per image (no neighbour to race with).
-  const float* halo;
+  // Per task (image, band), [2][w][cb_p]: the band's own last row and the row below it,
+  // as they were before any band wrote; with a flag per task, set once both are taken.
+  // Null with one band per image (no neighbour to race with).
+  float* halo;
+  std::atomic<int>* started;
   GatherFn gather;
   ScatterFn scatter;
   const void* ctx;
@@ -250,13 +258,25 @@ C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t
   }
 }
 
+// Before band t (rows [b0, b1) of image n) writes: its halo rows saved, its flag set,
+// and the band above it (task t - 1) started.
+C10_ALWAYS_INLINE void take_halo(const Plan& p, int64_t t, int64_t n, int64_t b0, int64_t b1) {
+  if (p.halo == nullptr) return;
+  const int64_t row = p.w * p.cb_p;
+  if (b1 < p.h) p.gather(p.ctx, n, b1 - 1, b1 + 1, p.halo + (t * 2) * row);
+  p.started[t].store(1, std::memory_order_release);
+  if (b0 > 0) {
+    while (p.started[t - 1].load(std::memory_order_acquire) == 0) std::this_thread::yield();
+  }
+}
+
 // Input rows [r0, r1) of image n (task t, band rows [b0, b1)) into dst: the band's own
 // rows from the buffer, the halo rows b0 - 1 and b1 from the side buffer.
 C10_ALWAYS_INLINE void load_rows(const Plan& p, int64_t t, int64_t n, int64_t b0, int64_t b1, int64_t r0, int64_t r1,
                                  float* dst) {
   const int64_t row = p.w * p.cb_p;
-  if (p.halo != nullptr && r0 < b0) {  // r0 == b0 - 1
-    std::memcpy(dst, p.halo + (t * 2) * row, row * sizeof(float));
+  if (p.halo != nullptr && r0 < b0) {  // r0 == b0 - 1: the last row of band t - 1
+    std::memcpy(dst, p.halo + ((t - 1) * 2) * row, row * sizeof(float));
     dst += row;
     ++r0;
   }
@@ -279,6 +299,7 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
   float* dw_out = scratch + sl.dw;
   float* y = scratch + sl.y;
   const int64_t mid_row = w * p.cm_p;
+  take_halo(p, t, n, b0, b1);
   int64_t first = 0, end = 0;  // pw1 results of input rows [first, end) are in mid
   for (int64_t a = b0; a < b1; a += p.rows_per_step) {
     const int64_t b = std::min(a + p.rows_per_step, b1);
@@ -543,19 +564,13 @@ void v2_unit_inplace_cpu(const at::Tensor& buffer, const at::Tensor& branch_chan
     p.scatter = &scatter_rows<scalar_t>;
     p.ctx = &access;
     std::vector<float> halo;
+    std::vector<std::atomic<int>> started;
     if (p.bands > 1) {
-      // Every band's halo rows, gathered before any band writes.
-      const int64_t row = shape.w * p.cb_p;
-      halo.resize(static_cast<size_t>(tasks * 2 * row));
-      at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t n = t / p.bands, band = t % p.bands;
-          const int64_t r0 = band * p.band_rows, r1 = std::min(shape.h, r0 + p.band_rows);
-          if (r0 > 0) gather_rows<scalar_t>(&access, n, r0 - 1, r0, halo.data() + (t * 2) * row);
-          if (r1 < shape.h) gather_rows<scalar_t>(&access, n, r1, r1 + 1, halo.data() + (t * 2 + 1) * row);
-        }
-      });
+      halo.resize(static_cast<size_t>(tasks * 2 * shape.w * p.cb_p));
+      started = std::vector<std::atomic<int>>(static_cast<size_t>(tasks));
+      for (auto& f : started) f.store(0, std::memory_order_relaxed);
       p.halo = halo.data();
+      p.started = started.data();
     }
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
       thread_local std::vector<float> buffer_;

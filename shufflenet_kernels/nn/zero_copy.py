@@ -92,19 +92,15 @@ class _PermutedInput:
     def set_producer(self, producer: ZeroCopyStage | None) -> None:
         self._producer = () if producer is None else (producer,)
 
-    def input_perm(self, x: Tensor) -> Tensor | None:
-        """The permutation of ``x``'s channels when it is the producer's permuted output."""
+    def input_perm(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``(perm, inverse)`` of ``x``'s channels when it is the producer's permuted output."""
         if self._producer and self._producer[0]._last_output.is_(x):
-            return self._producer[0].out_perm
+            return self._producer[0].out_perm, self._producer[0].out_perm_inverse
         return None
 
 
 def _needs_grad(x: Tensor, module: nn.Module) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
-
-
-def _inverse(perm: Tensor) -> Tensor:
-    return torch.argsort(perm)
 
 
 class ZeroCopyStage(nn.Sequential, _PermutedInput):
@@ -123,6 +119,7 @@ class ZeroCopyStage(nn.Sequential, _PermutedInput):
             raise ValueError("ZeroCopyStage: expected a stride-2 ShuffleV2Unit followed by stride-1 ones")
         channels = 2 * units[0]._stages[-1].conv.out_channels
         tables, self.out_perm = stage_permutations(channels, len(units) - 1)
+        self.out_perm_inverse = torch.argsort(self.out_perm)  # physical channel -> logical
         # Sorted tables, and the order that sorts each (to permute the 1x1 weights).
         self._orders = [torch.argsort(t) for t in tables]
         self._tables = [t[o].contiguous() for t, o in zip(tables, self._orders, strict=True)]
@@ -154,18 +151,18 @@ class ZeroCopyStage(nn.Sequential, _PermutedInput):
                     self._last_output.set(y)
                 return y
         if perm_in is not None:
-            x = x.index_select(1, perm_in)  # back in the logical order
+            x = x.index_select(1, perm_in[0])  # back in the logical order
         for unit in self:
             x = unit(x)
         return x
 
-    def _in_place(self, x: Tensor, perm_in: Tensor | None) -> Tensor | None:
+    def _in_place(self, x: Tensor, perm_in: tuple[Tensor, Tensor] | None) -> Tensor | None:
         first: ShuffleV2Unit = self[0]  # type: ignore[assignment]
         weights = _folded_weights(first, x)
         if weights is None:
             return None
         if perm_in is not None:
-            weights = self._permuted_input_weights(weights, perm_in)
+            weights = self._permuted_input_weights(weights, perm_in[1])
         buf = F.v2_unit(x, *weights, 2)
         for unit, table, order, cache in zip(
             list(self)[1:], self._tables, self._orders, self._unit_caches, strict=True
@@ -184,10 +181,10 @@ class ZeroCopyStage(nn.Sequential, _PermutedInput):
             torch.ops.shufflenet.v2_unit_(buf, table, pw1_s, pw1_b, dw, dw_b, pw2_s, pw2_b_s)
         return buf
 
-    def _permuted_input_weights(self, weights: list[Tensor | None], perm_in: Tensor) -> list[Tensor | None]:
+    def _permuted_input_weights(self, weights: list[Tensor | None], inv: Tensor) -> list[Tensor | None]:
         """The stride-2 unit's weights reading its input's physical channels: depthwise
-        rows and bias, projection and pw1 columns in the order ``argsort(perm_in)``."""
-        inv = _inverse(perm_in)
+        rows and bias, projection and pw1 columns in the order ``inv`` (the inverse of the
+        input's permutation: physical channel ``p`` holds logical channel ``inv[p]``)."""
         proj_dw, proj_dw_b, proj_pw, proj_pw_b, pw1, *rest = weights
         assert proj_dw is not None and proj_pw is not None and pw1 is not None
 
@@ -196,7 +193,7 @@ class ZeroCopyStage(nn.Sequential, _PermutedInput):
                     proj_pw[:, inv].contiguous(), pw1[:, inv].contiguous()]
 
         sources = [proj_dw, proj_dw_b, proj_pw, pw1]
-        dw_p, dw_b_p, pw_p, pw1_p = self._in_cache.get(sources, compute, extra=(id(perm_in),))
+        dw_p, dw_b_p, pw_p, pw1_p = self._in_cache.get(sources, compute, extra=(id(inv),))
         return [dw_p, dw_b_p, pw_p, proj_pw_b, pw1_p, *rest]
 
     def extra_repr(self) -> str:
@@ -236,10 +233,10 @@ class ZeroCopyConv(ConvBNReLU, _PermutedInput):
             weight, bias = f
             if not hasattr(self, "_col_cache"):
                 self._col_cache = FoldCache()
-            inv = _inverse(perm)
-            w = self._col_cache.get([weight], lambda: weight[:, inv].contiguous(), extra=(id(perm),))
+            inv = perm[1]
+            w = self._col_cache.get([weight], lambda: weight[:, inv].contiguous(), extra=(id(inv),))
             return F.pointwise_conv(x, w, bias, 1, 1, stage.relu, backend=self.backend)
-        return super().forward(x.index_select(1, perm))
+        return super().forward(x.index_select(1, perm[0]))
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         if hasattr(self, "_col_cache"):
