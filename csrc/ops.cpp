@@ -1,7 +1,7 @@
 // The op schemas of namespace `shufflenet` (listed once, in schemas.h). Backends add only
 // TORCH_LIBRARY_IMPL blocks (csrc/cpu, csrc/cuda); autograd and fake kernels are
 // registered in Python (shufflenet_kernels/ops.py), except the Autograd kernels of the
-// inference-only v2_unit and conv3x3_relu_maxpool below.
+// inference-only v2_unit, v2_unit_ and conv3x3_relu_maxpool below.
 #include <Python.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -83,9 +83,41 @@ at::Tensor conv3x3_relu_maxpool_autograd(const at::Tensor& input, const at::Tens
   return op.call(input, weight, bias);
 }
 
+// v2_unit_ likewise refuses tensors that require grad, and bumps the buffer's version
+// counter (it writes the buffer), so a stale saved copy is detected as for any in-place op.
+void v2_unit_inplace_autograd(const at::Tensor& buffer, const at::Tensor& branch_channels,
+                              const at::Tensor& pw1_weight, const OptTensor& pw1_bias, const at::Tensor& dw_weight,
+                              const OptTensor& dw_bias, const at::Tensor& pw2_weight, const OptTensor& pw2_bias) {
+  if (at::GradMode::is_enabled()) {
+    const std::pair<const at::Tensor*, const char*> required[] = {
+        {&buffer, "buffer"}, {&pw1_weight, "pw1_weight"}, {&dw_weight, "dw_weight"}, {&pw2_weight, "pw2_weight"}};
+    for (const auto& [t, name] : required) {
+      TORCH_CHECK(!(t->defined() && t->requires_grad()), "v2_unit_: ", name,
+                  " requires grad, but v2_unit_ is an inference-only op with no derivative; call it under "
+                  "torch.no_grad() / torch.inference_mode()");
+    }
+    const std::pair<const OptTensor*, const char*> optional[] = {
+        {&pw1_bias, "pw1_bias"}, {&dw_bias, "dw_bias"}, {&pw2_bias, "pw2_bias"}};
+    for (const auto& [t, name] : optional) {
+      TORCH_CHECK(!(t->has_value() && (*t)->defined() && (*t)->requires_grad()), "v2_unit_: ", name,
+                  " requires grad, but v2_unit_ is an inference-only op with no derivative; call it under "
+                  "torch.no_grad() / torch.inference_mode()");
+    }
+  }
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("shufflenet::v2_unit_", "")
+                             .typed<decltype(v2_unit_inplace_autograd)>();
+  {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    op.call(buffer, branch_channels, pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias);
+  }
+  if (!buffer.is_inference()) buffer.unsafeGetTensorImpl()->bump_version();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(shufflenet, Autograd, m) {
   m.impl("v2_unit", &v2_unit_autograd);
   m.impl("conv3x3_relu_maxpool", &conv3x3_relu_maxpool_autograd);
+  m.impl("v2_unit_", &v2_unit_inplace_autograd);
 }

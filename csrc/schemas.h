@@ -40,6 +40,11 @@ inline void define_fused_schemas(torch::Library& m) {
   // The ShuffleNet stem: max_pool2d(relu(conv2d(input, weight, bias, stride 2, padding 1)),
   // 3, stride 2, padding 1), without writing the conv map; output in channels_last.
   m.def("conv3x3_relu_maxpool(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  // A stride-1 V2 unit in place on the channels `branch_channels` of `buffer`
+  // (README, "v2_unit_"): the building block of zero-copy stages.
+  m.def(
+      "v2_unit_(Tensor(a!) buffer, Tensor branch_channels, Tensor pw1_weight, Tensor? pw1_bias, "
+      "Tensor dw_weight, Tensor? dw_bias, Tensor pw2_weight, Tensor? pw2_bias) -> ()");
 }
 
 }  // namespace shufflenet

@@ -19,6 +19,7 @@ from .nn.units import (
     is_stem_pool,
     parse_conv_chain,
 )
+from .nn.zero_copy import convert_stages
 
 __all__ = ["accelerate", "is_v1_unit", "is_v2_unit"]
 
@@ -154,6 +155,7 @@ def accelerate(
     inplace: bool = False,
     channels_last: bool = True,
     fuse_units: bool = FUSE_UNITS_DEFAULT,
+    zero_copy: bool = False,
 ) -> nn.Module:
     """Returns ``model`` with its ShuffleNet blocks running on the fused kernels.
 
@@ -202,6 +204,13 @@ def accelerate(
     BN folded) in eval mode whenever autograd need not reach its weights or input (see
     ``nn.ShuffleV2Unit``); False keeps the per-op path (one fused op per conv plus
     ``concat_shuffle``) there too. Training mode is unaffected.
+    zero_copy: for a network laid out like torchvision's ``ShuffleNetV2`` (children
+    ``conv1, maxpool, stage2, stage3, stage4, conv5, fc``), run each stage in inference
+    (eval mode, CPU, autograd not needed) as its stride-2 unit followed by its stride-1
+    units in place on one buffer (``v2_unit_``), tracking the channel shuffles as a
+    permutation that the next stage's first unit and ``conv5`` fold into their weights
+    (``nn.zero_copy``; needs ``fuse_units``). The model's output is unchanged; a stage
+    called on its own in that mode returns its channels permuted. Ignored for other models.
     Returns the converted model (``model`` itself when inplace).
     """
     check_backend(backend)
@@ -211,6 +220,8 @@ def accelerate(
     if root is not None:  # the model is itself one unit: its layout is the caller's
         return root
     _convert_children(model, backend, fuse_units)
+    if zero_copy and fuse_units:
+        convert_stages(model)
     if channels_last:
         model.register_forward_pre_hook(_ChannelsLastEntry(_first_stem(model)))
     return model

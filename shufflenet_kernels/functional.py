@@ -196,3 +196,33 @@ def conv3x3_relu_maxpool(input: Tensor, weight: Tensor, bias: Tensor | None = No
             "conv2d, relu and max_pool2d there"
         )
     return torch.ops.shufflenet.conv3x3_relu_maxpool(input, weight, bias)
+
+
+@torch.fx.wrap
+def v2_unit_(
+    buffer: Tensor,
+    branch_channels: Tensor,
+    pw1_weight: Tensor,
+    pw1_bias: Tensor | None,
+    dw_weight: Tensor,
+    dw_bias: Tensor | None,
+    pw2_weight: Tensor,
+    pw2_bias: Tensor | None,
+) -> Tensor:
+    """A stride-1 ShuffleNet V2 unit (eval mode, BN folded) in place on some channels of ``buffer``.
+
+    buffer: ``[N, C, H, W]`` (CPU; float32, float16, bfloat16 or float64; any
+    non-overlapping strides), written in place; branch_channels: int64 ``[B]``, distinct
+    channel indices in ``[0, C)``. With ``x = buffer[:, branch_channels]`` (``[N, B, H, W]``,
+    in the table's order), ``y = relu(pw2(dw(relu(pw1(x)))))`` (1x1, 3x3 depthwise stride 1
+    padding 1, 1x1; weights ``[C_mid, B, 1, 1]``, ``[C_mid, 1, 3, 3]``, ``[B, C_mid, 1, 1]``,
+    biases or None), then ``buffer[:, branch_channels[i]] = y[:, i]``; no other channel is
+    read or written. Returns ``buffer``. ``v2_unit`` with stride 1 on an input ``x`` equals
+    ``v2_unit_`` on ``x`` with ``branch_channels = [C/2, C)`` followed by the channel
+    permutation ``out[2i] = x[i], out[2i+1] = x[C/2 + i]``: ``nn.zero_copy`` runs whole stages
+    so, tracking the permutation instead of moving data. Inference only: raises when a
+    tensor argument requires grad while grad mode is on.
+    """
+    torch.ops.shufflenet.v2_unit_(buffer, branch_channels, pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight,
+                                  pw2_bias)
+    return buffer

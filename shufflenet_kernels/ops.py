@@ -9,8 +9,8 @@ registered there too. This module adds, for every op:
 * an autograd formula whose backward calls other custom ops (never raw kernels),
   so the backward is traceable too.
 
-The fused inference ops ``v2_unit`` and ``conv3x3_relu_maxpool`` have a fake kernel and
-no autograd formula: their Autograd kernels (C++, ``csrc/ops.cpp``) refuse tensors that
+The fused inference ops ``v2_unit``, ``v2_unit_`` (in place) and ``conv3x3_relu_maxpool``
+have fake kernels and no autograd formula: their Autograd kernels (C++, ``csrc/ops.cpp``) refuse tensors that
 require grad while grad mode is on.
 
 ``register_autograd_for(namespace)`` is reused by the Triton ops
@@ -260,6 +260,57 @@ def check_v2_unit_args(
                        c_branch, c_mid, c_half)
 
 
+def check_v2_unit_inplace_args(
+    buffer: Tensor,
+    branch_channels: Tensor,
+    pw1_weight: Tensor,
+    pw1_bias: Tensor | None,
+    dw_weight: Tensor,
+    dw_bias: Tensor | None,
+    pw2_weight: Tensor,
+    pw2_bias: Tensor | None,
+) -> None:
+    """Validates ``v2_unit_``'s shapes, dtypes and devices (``check_v2_unit_inplace_args`` in
+    C++); the index values (distinct, in ``[0, C)``) are checked by the kernels."""
+    op = "v2_unit_"
+    _check_rank(buffer, op, "buffer", 4, 4)
+    _check_dtype(buffer, op, "buffer")
+    n, channels, h, w = buffer.shape
+    torch._check(h >= 1 and w >= 1, lambda: f"{op}: buffer spatial size {list(buffer.shape[2:])} must be at least 1x1")
+    torch._check(branch_channels.dim() == 1 and branch_channels.dtype == torch.int64,
+                 lambda: f"{op}: branch_channels must be a 1-D int64 tensor, got {branch_channels.dim()}-D "
+                 f"{branch_channels.dtype}")
+    torch._check(branch_channels.device.type == "cpu",
+                 lambda: f"{op}: branch_channels must be a CPU tensor, got {branch_channels.device}")
+    c_branch = branch_channels.shape[0]
+    torch._check(1 <= c_branch <= channels, lambda: f"{op}: branch_channels must hold between 1 and {channels} "
+                 f"(the buffer's channels) indices, got {c_branch}")
+
+    def weight(t: Tensor, name: str, expected: tuple, what: str) -> None:
+        _check_rank(t, op, name, 4, 4)
+        _check_same(buffer, t, op, name)
+        torch._check(tuple(t.shape) == tuple(expected),
+                     lambda: f"{op}: {name} must have shape {list(expected)} ({what}), got {list(t.shape)}")
+
+    def bias(b: Tensor | None, name: str, size: Any) -> None:
+        if b is None:
+            return
+        _check_same(buffer, b, op, name)
+        torch._check(b.dim() == 1 and b.shape[0] == size,
+                     lambda: f"{op}: {name} must have shape [{size}], got {list(b.shape)}")
+
+    _check_rank(pw1_weight, op, "pw1_weight", 4, 4)
+    c_mid = pw1_weight.shape[0]
+    torch._check(c_mid > 0, lambda: f"{op}: pw1_weight must have at least one output channel")
+    weight(pw1_weight, "pw1_weight", (c_mid, c_branch, 1, 1), "[C_mid, B, 1, 1], B = branch_channels.numel()")
+    bias(pw1_bias, "pw1_bias", c_mid)
+    weight(dw_weight, "dw_weight", (c_mid, 1, 3, 3),
+           "[C_mid, 1, 3, 3]: a 3x3 depthwise weight over pw1_weight's outputs")
+    bias(dw_bias, "dw_bias", c_mid)
+    weight(pw2_weight, "pw2_weight", (c_branch, c_mid, 1, 1), "[B, C_mid, 1, 1]: one output per branch channel")
+    bias(pw2_bias, "pw2_bias", c_branch)
+
+
 def check_grad_output(grad_output: Tensor, sizes: Sequence[Any], like: Tensor, op: str) -> None:
     """grad_output has ``sizes`` and ``like``'s dtype and device (``check_grad_output`` in C++)."""
     torch._check(
@@ -484,6 +535,21 @@ def _register_fakes() -> None:
         # Always channels_last, whatever the input's layout (as the CPU kernel writes it).
         return torch.empty((shape.n, shape.c_out, shape.h_out, shape.w_out), dtype=input.dtype,
                            device=input.device, memory_format=torch.channels_last)
+
+    @torch.library.register_fake("shufflenet::v2_unit_")
+    def _v2_unit_inplace_fake(
+        buffer: Tensor,
+        branch_channels: Tensor,
+        pw1_weight: Tensor,
+        pw1_bias: Tensor | None,
+        dw_weight: Tensor,
+        dw_bias: Tensor | None,
+        pw2_weight: Tensor,
+        pw2_bias: Tensor | None,
+    ) -> None:
+        check_v2_unit_inplace_args(buffer, branch_channels, pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight,
+                                   pw2_bias)
+
 
 # ---- autograd ----------------------------------------------------------------
 

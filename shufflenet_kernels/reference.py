@@ -88,11 +88,32 @@ def v2_unit(
     return concat_shuffle(p, branch(input), 2)
 
 
-
 def conv3x3_relu_maxpool(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """The ShuffleNet stem (the ``conv3x3_relu_maxpool`` op): conv 3x3 stride 2 padding 1,
     ReLU, max pool 3x3 stride 2 padding 1; ``[N, C_in, H, W]`` -> ``[N, C_out, H'', W'']``."""
     return F.max_pool2d(F.relu(F.conv2d(input, weight, bias, stride=2, padding=1)), 3, 2, 1)
+
+
+def v2_unit_(
+    buffer: Tensor,
+    branch_channels: Tensor,
+    pw1_weight: Tensor,
+    pw1_bias: Tensor | None,
+    dw_weight: Tensor,
+    dw_bias: Tensor | None,
+    pw2_weight: Tensor,
+    pw2_bias: Tensor | None,
+) -> Tensor:
+    """The stride-1 V2 unit in place on channels ``branch_channels`` of ``buffer`` (the
+    ``v2_unit_`` op), from ``F.conv2d``: ``x = buffer[:, branch_channels]``,
+    ``y = relu(pw2(dw(relu(pw1(x)))))`` (depthwise 3x3, stride 1, padding 1, no ReLU),
+    ``buffer[:, branch_channels[i]] = y[:, i]``. Returns ``buffer``."""
+    x = buffer.index_select(1, branch_channels)
+    y = pointwise_conv(x, pw1_weight, pw1_bias, 1, 1, True)
+    y = depthwise_conv2d(y, dw_weight, dw_bias, (1, 1), (1, 1))
+    y = pointwise_conv(y, pw2_weight, pw2_bias, 1, 1, True)
+    return buffer.index_copy_(1, branch_channels, y)
+
 
 class ChannelShuffle(nn.Module):
     """Reference channel shuffle module."""

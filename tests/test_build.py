@@ -34,7 +34,7 @@ OPS = (
 FORWARD_OPS = ("channel_shuffle", "concat_shuffle", "pointwise_conv", "depthwise_conv2d")
 # Fused inference ops: a CPU and a fake kernel, and an Autograd kernel that refuses
 # tensors requiring grad (no derivative).
-FUSED_OPS = ("v2_unit", "conv3x3_relu_maxpool")
+FUSED_OPS = ("v2_unit", "v2_unit_", "conv3x3_relu_maxpool")
 
 EXPECT_CUDA = os.environ.get("SHUFFLENET_EXPECT_CUDA") == "1"
 EXPECT_TRITON = os.environ.get("SHUFFLENET_EXPECT_TRITON") == "1"

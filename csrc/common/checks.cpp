@@ -237,6 +237,47 @@ StemShape check_conv3x3_relu_maxpool_args(const at::Tensor& input, const at::Ten
                    conv_output_size(w_conv, 3, 2, 1, 1)};
 }
 
+V2UnitInplaceShape check_v2_unit_inplace_args(
+    const at::Tensor& buffer, const at::Tensor& branch_channels, const at::Tensor& pw1_weight,
+    const c10::optional<at::Tensor>& pw1_bias, const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias,
+    const at::Tensor& pw2_weight, const c10::optional<at::Tensor>& pw2_bias) {
+  constexpr const char* op = "v2_unit_";
+  check_rank(buffer, op, "buffer", 4, 4);
+  check_dtype(buffer, op, "buffer");
+  TORCH_CHECK(buffer.size(2) >= 1 && buffer.size(3) >= 1, op, ": buffer spatial size ", buffer.sizes().slice(2),
+              " must be at least 1x1");
+  TORCH_CHECK(branch_channels.dim() == 1 && branch_channels.scalar_type() == at::kLong, op,
+              ": branch_channels must be a 1-D int64 tensor, got ", branch_channels.dim(), "-D ",
+              branch_channels.scalar_type());
+  TORCH_CHECK(branch_channels.device().is_cpu(), op, ": branch_channels must be a CPU tensor, got ",
+              branch_channels.device());
+  const int64_t channels = buffer.size(1), c_branch = branch_channels.size(0);
+  TORCH_CHECK(c_branch >= 1 && c_branch <= channels, op, ": branch_channels must hold between 1 and ", channels,
+              " (the buffer's channels) indices, got ", c_branch);
+  const auto weight = [&](const at::Tensor& t, const char* name, std::array<int64_t, 4> expected, const char* what) {
+    check_rank(t, op, name, 4, 4);
+    check_same_dtype_device(buffer, t, op, name);
+    TORCH_CHECK(t.sizes() == at::IntArrayRef(expected), op, ": ", name, " must have shape ",
+                at::IntArrayRef(expected), " (", what, "), got ", t.sizes());
+  };
+  const auto bias = [&](const c10::optional<at::Tensor>& b, const char* name, int64_t size) {
+    if (!given(b)) return;
+    check_same_dtype_device(buffer, *b, op, name);
+    TORCH_CHECK(b->dim() == 1 && b->size(0) == size, op, ": ", name, " must have shape [", size, "], got ",
+                b->sizes());
+  };
+  check_rank(pw1_weight, op, "pw1_weight", 4, 4);
+  const int64_t c_mid = pw1_weight.size(0);
+  TORCH_CHECK(c_mid > 0, op, ": pw1_weight must have at least one output channel, got shape ", pw1_weight.sizes());
+  weight(pw1_weight, "pw1_weight", {c_mid, c_branch, 1, 1}, "[C_mid, B, 1, 1], B = branch_channels.numel()");
+  bias(pw1_bias, "pw1_bias", c_mid);
+  weight(dw_weight, "dw_weight", {c_mid, 1, 3, 3}, "[C_mid, 1, 3, 3]: a 3x3 depthwise weight over pw1_weight's outputs");
+  bias(dw_bias, "dw_bias", c_mid);
+  weight(pw2_weight, "pw2_weight", {c_branch, c_mid, 1, 1}, "[B, C_mid, 1, 1]: one output per branch channel");
+  bias(pw2_bias, "pw2_bias", c_branch);
+  return V2UnitInplaceShape{buffer.size(0), channels, buffer.size(2), buffer.size(3), c_branch, c_mid};
+}
+
 void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op) {
   TORCH_CHECK(grad_output.sizes() == sizes, op, ": grad_output must have shape ", sizes, ", got ",
               grad_output.sizes());

@@ -52,6 +52,18 @@ struct StemShape {
 };
 StemShape check_conv3x3_relu_maxpool_args(const at::Tensor& input, const at::Tensor& weight,
                                           const c10::optional<at::Tensor>& bias);
+// Sizes of a v2_unit_ (in-place stride-1 unit) call, from its checked arguments.
+struct V2UnitInplaceShape {
+  int64_t n, c, h, w;
+  int64_t c_branch;  // branch channels (branch_channels.numel(), pw1's inputs, pw2's outputs)
+  int64_t c_mid;     // first 1x1 conv's outputs = depthwise channels
+};
+// Shapes, dtypes and devices only; the values of branch_channels (distinct, in
+// [0, C)) are checked by the kernel, which reads them anyway.
+V2UnitInplaceShape check_v2_unit_inplace_args(
+    const at::Tensor& buffer, const at::Tensor& branch_channels, const at::Tensor& pw1_weight,
+    const c10::optional<at::Tensor>& pw1_bias, const at::Tensor& dw_weight, const c10::optional<at::Tensor>& dw_bias,
+    const at::Tensor& pw2_weight, const c10::optional<at::Tensor>& pw2_bias);
 // grad_output has the given sizes and the dtype/device of `like`.
 void check_grad_output(const at::Tensor& grad_output, at::IntArrayRef sizes, const at::Tensor& like, const char* op);
 // relu_output, when given, has the given sizes and the dtype/device of `like`.

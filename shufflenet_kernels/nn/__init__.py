@@ -2,6 +2,7 @@
 
 from .layers import ChannelShuffle, ConcatShuffle, DepthwiseConv2d, PointwiseConv2d
 from .units import ConvBNReLU, ShuffleV1Unit, ShuffleV2Unit, StemMaxPool
+from .zero_copy import ZeroCopyConv, ZeroCopyStage
 
 __all__ = [
     "ChannelShuffle",
@@ -12,4 +13,6 @@ __all__ = [
     "ShuffleV1Unit",
     "ShuffleV2Unit",
     "StemMaxPool",
+    "ZeroCopyConv",
+    "ZeroCopyStage",
 ]
