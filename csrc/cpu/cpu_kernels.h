@@ -19,6 +19,15 @@
 #define SHUFFLENET_CPU_MULTIVERSION
 #endif
 
+// A lambda is a function of its own, built for the baseline instruction set unless it
+// is inlined into the AVX-512 / AVX2 (or multiversioned) function that calls it: the
+// hot ones must be.
+#if defined(__GNUC__) || defined(__clang__)
+#define SHUFFLENET_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define SHUFFLENET_INLINE_LAMBDA
+#endif
+
 namespace shufflenet::cpu {
 
 // channel_shuffle on CPU (also the un-shuffle inside pointwise_conv_backward).

@@ -419,13 +419,8 @@ int64_t span_of(Strides4 is, const Geometry& g) {
   return (g.n - 1) * is.n + (g.c - 1) * is.c + (g.h - 1) * is.h + g.w;
 }
 
-// The stages given to pipelined() are inlined into the multiversioned kernel
-// that calls it (a lambda on its own would be compiled for the baseline target).
-#if defined(__GNUC__)
-#define SHUFFLENET_INLINE_LAMBDA __attribute__((always_inline))
-#else
-#define SHUFFLENET_INLINE_LAMBDA
-#endif
+// The stages given to pipelined() are inlined into the multiversioned kernel that
+// calls it (SHUFFLENET_INLINE_LAMBDA, cpu_kernels.h).
 
 // Two of each scratch buffer (k: 0 or 1) for the pipelined() stages.
 template <int kSlot>

@@ -30,8 +30,8 @@
 // float32, float16 and bfloat16 run this kernel (computing in float32, rounding once
 // on the scatter); float64 runs the composition of ATen convolutions, for checks.
 //
-// Shared with v2_unit.cpp (copied, to be merged into one header): the packed-weight
-// layout and cache (pack_*, PackCache), depthwise3x3 and the instruction-set choice.
+// Shared with v2_unit.cpp (v2_unit_parts.h): the packed-weight layouts and their cache,
+// and the 3x3 depthwise conv.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
@@ -40,18 +40,15 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "common/checks.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/float_vec.h"
 #include "cpu/gemm_tile.h"
+#include "cpu/v2_unit_parts.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -60,102 +57,10 @@ using gemm::blocks_of;
 using gemm::kBlock;
 using gemm::padded;
 using gemm::PackedPointwise;
-
-// ---- packed weights, cached (as in v2_unit.cpp) ---------------------------------------
-
-enum class PackKind : int { kPointwise, kDepthwise, kBias };
-
-// [C_out, K, 1, 1] -> float [blocks][K][16], zero padded past C_out.
-at::Tensor pack_pointwise(const at::Tensor& w) {
-  const int64_t c_out = w.size(0), k = w.size(1);
-  const at::Tensor w2 = w.reshape({c_out, k}).to(at::kFloat);
-  return at::constant_pad_nd(w2, {0, 0, 0, padded(c_out) - c_out})
-      .view({blocks_of(c_out), kBlock, k})
-      .permute({0, 2, 1})
-      .contiguous();
-}
-
-// [C, 1, 3, 3] -> float [blocks][9][16], zero padded past C.
-at::Tensor pack_depthwise(const at::Tensor& w) {
-  const int64_t c = w.size(0);
-  const at::Tensor w2 = w.reshape({c, 9}).to(at::kFloat);
-  return at::constant_pad_nd(w2, {0, 0, 0, padded(c) - c}).view({blocks_of(c), kBlock, 9}).permute({0, 2, 1}).contiguous();
-}
-
-// [C] (or none) -> float [blocks * 16], zero padded.
-at::Tensor pack_bias(const at::Tensor& b, int64_t channels, const at::TensorOptions& like) {
-  at::Tensor out = at::zeros({padded(channels)}, like.dtype(at::kFloat));
-  if (b.defined()) out.narrow(0, 0, channels).copy_(b);
-  return out;
-}
-
-at::Tensor pack(const at::Tensor& t, PackKind kind, int64_t channels, const at::TensorOptions& like) {
-  switch (kind) {
-    case PackKind::kPointwise:
-      return pack_pointwise(t);
-    case PackKind::kDepthwise:
-      return pack_depthwise(t);
-    case PackKind::kBias:
-      return pack_bias(t, channels, like);
-  }
-  return at::Tensor();
-}
-
-// Packed weights, found by the source's TensorImpl and kept while the source still
-// holds the bytes they were packed from (see v2_unit.cpp's PackCache for why the
-// values, not the version counter, are compared).
-class PackCache {
- public:
-  at::Tensor get(const at::Tensor& t, PackKind kind, int64_t channels, const at::TensorOptions& like) {
-    if (!t.defined() || !t.is_non_overlapping_and_dense()) return pack(t, kind, channels, like);
-    const Key key{t.unsafeGetTensorImpl(), kind};
-    const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
-    const char* data = static_cast<const char*>(t.const_data_ptr());
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      auto it = entries_.find(key);
-      if (it != entries_.end() && it->second.dtype == t.scalar_type() && at::IntArrayRef(it->second.sizes) == t.sizes() &&
-          at::IntArrayRef(it->second.strides) == t.strides() && it->second.values.size() == nbytes &&
-          std::memcmp(it->second.values.data(), data, nbytes) == 0) {
-        return it->second.packed;
-      }
-    }
-    at::Tensor packed = pack(t, kind, channels, like);
-    Entry entry{t.scalar_type(), t.sizes().vec(), t.strides().vec(), std::vector<char>(data, data + nbytes), packed};
-    const std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.size() >= kMaxEntries) entries_.clear();
-    entries_.insert_or_assign(key, std::move(entry));
-    return packed;
-  }
-
- private:
-  static constexpr size_t kMaxEntries = 1024;
-  struct Key {
-    const c10::TensorImpl* impl;
-    PackKind kind;
-    bool operator==(const Key& o) const { return impl == o.impl && kind == o.kind; }
-  };
-  struct KeyHash {
-    size_t operator()(const Key& k) const {
-      return std::hash<const void*>()(k.impl) ^ (static_cast<size_t>(k.kind) * 0x9E3779B97F4A7C15ull);
-    }
-  };
-  struct Entry {
-    at::ScalarType dtype;
-    std::vector<int64_t> sizes;
-    std::vector<int64_t> strides;
-    std::vector<char> values;
-    at::Tensor packed;
-  };
-
-  std::mutex mutex_;
-  std::unordered_map<Key, Entry, KeyHash> entries_;
-};
-
-PackCache& pack_cache() {
-  static PackCache cache;
-  return cache;
-}
+using unit::depthwise3x3;
+using unit::pack_cache;
+using unit::PackKind;
+using unit::UnitPackCache;
 
 // ---- the plan of one call -----------------------------------------------------------
 
@@ -210,53 +115,6 @@ ScratchLayout scratch_layout(const Plan& p) {
 }
 
 // ---- the band kernel (compiled once per instruction set) -------------------------------
-
-// 3x3 depthwise, padding 1, over pixel-major rows (as in v2_unit.cpp): input row iy
-// starts at src + (iy - src_first) * src_row, pixels src_pixel apart, whole blocks of 16
-// channels read; writes output rows [r0, r1) as dst[((r - r0) * w_out + x) * dst_ld + c].
-template <int L>
-C10_ALWAYS_INLINE void depthwise3x3(const float* src, int64_t src_first, int64_t src_row, int64_t src_pixel,
-                                    int64_t h, int64_t w, int64_t stride, int64_t r0, int64_t r1, int64_t w_out,
-                                    const float* weight, const float* bias, int64_t channels, float* dst,
-                                    int64_t dst_ld) {
-  using V = typename gemm::Lanes<L>::V;
-  for (int64_t part = 0; part < blocks_of(channels) * (kBlock / L); ++part) {
-    const int64_t blk = part / (kBlock / L);
-    const int64_t c0 = part * L;
-    const int64_t lane0 = c0 - blk * kBlock;
-    V wv[9];
-    for (int t = 0; t < 9; ++t) wv[t] = gemm::vload<V>(weight + (blk * 9 + t) * kBlock + lane0);
-    const V b = gemm::vload<V>(bias + c0);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t iy0 = r * stride - 1;
-      const int dy_lo = iy0 < 0 ? 1 : 0;
-      const int dy_hi = static_cast<int>(std::min<int64_t>(3, h - iy0));
-      const float* rows[3];
-      for (int dy = dy_lo; dy < dy_hi; ++dy) rows[dy] = src + (iy0 + dy - src_first) * src_row + c0;
-      float* out = dst + (r - r0) * w_out * dst_ld + c0;
-      for (int64_t x = 0; x < w_out; ++x) {
-        const int64_t ix0 = x * stride - 1;
-        V acc = b;
-        if (ix0 >= 0 && ix0 + 2 < w) {
-          for (int dy = dy_lo; dy < dy_hi; ++dy) {
-            const float* q = rows[dy] + ix0 * src_pixel;
-            acc += wv[3 * dy] * gemm::vload<V>(q);
-            acc += wv[3 * dy + 1] * gemm::vload<V>(q + src_pixel);
-            acc += wv[3 * dy + 2] * gemm::vload<V>(q + 2 * src_pixel);
-          }
-        } else {
-          for (int dy = dy_lo; dy < dy_hi; ++dy) {
-            for (int dx = 0; dx < 3; ++dx) {
-              const int64_t ix = ix0 + dx;
-              if (ix >= 0 && ix < w) acc += wv[3 * dy + dx] * gemm::vload<V>(rows[dy] + ix * src_pixel);
-            }
-          }
-        }
-        gemm::vstore(out + x * dst_ld, acc);
-      }
-    }
-  }
-}
 
 // Before band t (rows [b0, b1) of image n) writes: its halo rows saved, its flag set,
 // and the band above it (task t - 1) started.
@@ -317,7 +175,7 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
                                  gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
       end = hi;
     }
-    depthwise3x3<L>(mid, first, mid_row, p.cm_p, p.h, w, 1, a, b, w, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
+    depthwise3x3<L, 1>(mid, first, mid_row, p.cm_p, p.h, w, a, b, w, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
     gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, (b - a) * w, p.pw2, gemm::StoreRows{y, p.cb_p});
     p.scatter(p.ctx, n, a, b, y);
   }
@@ -356,15 +214,17 @@ __attribute__((target("avx2,fma"))) void run_tasks_avx2(const Plan& p, const Scr
 }
 #endif
 
-// The best version this CPU runs (SHUFFLENET_CPU_ISA=avx2 or =baseline caps it, for tests).
+// The best version this CPU runs (gemm::cpu_isa; SHUFFLENET_CPU_ISA caps it).
 RunTasksFn choose_isa() {
-  const char* cap = std::getenv("SHUFFLENET_CPU_ISA");
-  const std::string limit = cap ? cap : "";
 #ifdef SHUFFLENET_V2_INPLACE_X86
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (limit.empty() && avx2 && __builtin_cpu_supports("avx512f")) return &run_tasks_avx512;
-  if ((limit.empty() || limit == "avx2") && avx2) return &run_tasks_avx2;
+  switch (gemm::cpu_isa()) {
+    case gemm::Isa::kAvx512:
+      return &run_tasks_avx512;
+    case gemm::Isa::kAvx2:
+      return &run_tasks_avx2;
+    default:
+      break;
+  }
 #endif
   return &run_tasks_baseline;
 }
@@ -522,7 +382,7 @@ void v2_unit_inplace_cpu(const at::Tensor& buffer, const at::Tensor& branch_chan
     return;
   }
 
-  PackCache& cache = pack_cache();
+  UnitPackCache& cache = pack_cache();
   const at::TensorOptions opts = buffer.options();
   at::Tensor keep[6];  // the packed tensors, alive for the call
   const auto pointwise = [&](const at::Tensor& w, const OptTensor& b, at::Tensor& wp, at::Tensor& bp) {
