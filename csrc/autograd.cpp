@@ -26,6 +26,7 @@
 
 #include <array>
 #include <tuple>
+#include <vector>
 
 namespace shufflenet {
 namespace {
