@@ -200,7 +200,8 @@ def _extension(toolkit: CudaToolkit | None):
         os.environ["CUDA_HOME"] = toolkit.root
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
-    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/common/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = (["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/common/*.cpp"))
+               + sorted(glob.glob("csrc/cpu/*.cpp")))
     # -Wno-psabi: vector types in always-inlined helpers of multiversioned code.
     cxx_flags = ["-O3", "-std=c++17", "-Wno-psabi"]
     if sys.platform != "win32":

@@ -1,7 +1,8 @@
 // The op schemas of namespace `shufflenet` (listed once, in schemas.h). Backends add only
-// TORCH_LIBRARY_IMPL blocks (csrc/cpu, csrc/cuda); autograd and fake kernels are
-// registered in Python (shufflenet_kernels/ops.py), except the Autograd kernels of the
-// inference-only v2_unit, v2_unit_ and conv3x3_relu_maxpool below.
+// TORCH_LIBRARY_IMPL blocks (csrc/cpu, csrc/cuda); the Autograd kernels of the
+// differentiable ops are in csrc/autograd.cpp, those of the inference-only v2_unit,
+// v2_unit_ and conv3x3_relu_maxpool are below; fake kernels are registered in Python
+// (shufflenet_kernels/ops.py).
 #include <Python.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>

@@ -90,6 +90,11 @@ def resolve(op: str, backend: str, tensor: Tensor) -> str:
     return "shufflenet"
 
 
-def op(name: str, backend: str, tensor: Tensor) -> torch._ops.OpOverloadPacket:
-    """The op packet ``torch.ops.<namespace>.<name>`` chosen by ``resolve``."""
-    return getattr(getattr(torch.ops, resolve(name, backend, tensor)), name)
+def op(name: str, backend: str, tensor: Tensor) -> torch._ops.OpOverload:
+    """The op ``torch.ops.<namespace>.<name>.default`` chosen by ``resolve``."""
+    # The usual CPU call ("auto", a CPU tensor) skips resolve's checks, whose answer
+    # is known, and the overload packet's argument matching (one overload): together
+    # they cost about as much as shuffling a small CPU tensor.
+    if backend == "auto" and not tensor.is_cuda:
+        return getattr(torch.ops.shufflenet, name).default
+    return getattr(getattr(torch.ops, resolve(name, backend, tensor)), name).default

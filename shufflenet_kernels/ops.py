@@ -1,20 +1,19 @@
-"""Python side of the ``shufflenet`` ops: fake (meta) kernels and autograd.
+"""Python side of the ``shufflenet`` ops: fake (meta) kernels, and the autograd formulas
+of the Triton ops.
 
 The schemas are declared in C++ (``csrc/ops.cpp``); the CPU and CUDA kernels are
-registered there too. This module adds, for every op:
-
-* a fake kernel, whose output shape *and strides* equal the real kernel's (the
-  output keeps the input's suggested memory format), so ``torch.compile`` traces
-  the ops without graph breaks;
-* an autograd formula whose backward calls other custom ops (never raw kernels),
-  so the backward is traceable too.
+registered there too, and so are the autograd kernels of the four differentiable ops
+(``csrc/autograd.cpp``: a Python formula would cost microseconds per call). This module
+adds, for every op, a fake kernel whose output shape *and strides* equal the real
+kernel's (the output keeps the input's suggested memory format), so ``torch.compile``
+traces the ops without graph breaks.
 
 The fused inference ops ``v2_unit``, ``v2_unit_`` (in place) and ``conv3x3_relu_maxpool``
 have fake kernels and no autograd formula: their Autograd kernels (C++, ``csrc/ops.cpp``) refuse tensors that
 require grad while grad mode is on.
 
-``register_autograd_for(namespace)`` is reused by the Triton ops
-(``shufflenet_triton``), which share the schemas.
+``register_autograd_for(namespace)`` registers the same formulas as the C++ autograd
+kernels in Python, for the Triton ops (``shufflenet_triton``), which share the schemas.
 """
 
 from __future__ import annotations
@@ -559,6 +558,8 @@ def register_autograd_for(namespace: str) -> None:
 
     Each backward calls the namespace's own ops (channel_shuffle,
     concat_shuffle_backward, pointwise_conv_backward, depthwise_conv2d_backward).
+    The formulas are those of the C++ autograd kernels of ``shufflenet``
+    (``csrc/autograd.cpp``); keep the two in step.
     """
     ops = getattr(torch.ops, namespace)
 
@@ -625,4 +626,3 @@ def register_autograd_for(namespace: str) -> None:
 
 if _loader.NATIVE_AVAILABLE:
     _register_fakes()
-    register_autograd_for("shufflenet")
