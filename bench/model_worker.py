@@ -49,6 +49,7 @@ CONTENDERS: tuple[str, ...] = (
     "compile_max_autotune",
     "accelerate",
     "accelerate_fused",
+    "accelerate_zero_copy",
     "onnxruntime",
     "openvino",
 )
@@ -62,6 +63,9 @@ DESCRIPTIONS: dict[str, str] = {
         "shufflenet_kernels.accelerate(model, fuse_units=False): per-op kernels, BN folded, channels_last on entry"
     ),
     "accelerate_fused": "shufflenet_kernels.accelerate(model, fuse_units=True): fused units",
+    "accelerate_zero_copy": (
+        "shufflenet_kernels.accelerate(model, zero_copy=True): fused units, each stage's stride-1 units in place"
+    ),
     "onnxruntime": "ONNX Runtime, CPU execution provider, intra_op_num_threads=T, inter_op_num_threads=1",
     "openvino": "OpenVINO CPU plugin from the ONNX file, INFERENCE_NUM_THREADS=T, NUM_STREAMS=1, "
     "PERFORMANCE_HINT=LATENCY, INFERENCE_PRECISION_HINT=f32",
@@ -83,8 +87,11 @@ def availability(name: str) -> tuple[bool, str]:
 
         if not hasattr(sk, "accelerate"):
             return False, "shufflenet_kernels.accelerate is not available"
-        if name == "accelerate_fused" and "fuse_units" not in inspect.signature(sk.accelerate).parameters:
+        params = inspect.signature(sk.accelerate).parameters
+        if name == "accelerate_fused" and "fuse_units" not in params:
             return False, "shufflenet_kernels.accelerate has no fuse_units keyword in this version"
+        if name == "accelerate_zero_copy" and "zero_copy" not in params:
+            return False, "shufflenet_kernels.accelerate has no zero_copy keyword in this version"
     if name == "onnxruntime":
         for mod in ("onnxruntime", "onnx"):
             if importlib.util.find_spec(mod) is None:
@@ -156,7 +163,9 @@ def build_contender(name: str, m: Any, x: Any, threads: int, tmp: Path) -> tuple
 
         kwargs = {}
         if "fuse_units" in inspect.signature(sk.accelerate).parameters:  # the per-op path, explicitly
-            kwargs["fuse_units"] = name == "accelerate_fused"
+            kwargs["fuse_units"] = name != "accelerate"
+        if name == "accelerate_zero_copy":
+            kwargs["zero_copy"] = True
         ma = sk.accelerate(m, **kwargs)  # converts a deep copy
         return (lambda: ma(x)), info
     if name in ("onnxruntime", "openvino"):

@@ -266,6 +266,26 @@ def test_tile_route_picked_for_grouped_float32(monkeypatch):
     torch.testing.assert_close(out.double(), _reference64(x, w, None, 3, 3, True), **TOL[torch.float32])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n,c_in,c_out,h,w", [(1, 464, 1024, 7, 7), (2, 40, 520, 3, 5), (1, 24, 33 * 16, 1, 1)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_tile_route_output_channel_slices(monkeypatch, threads, n, c_in, c_out, h, w, bias):
+    """Ungrouped float32 on few pixels (at most 64, at least 512 outputs, picked by itself):
+    the threads split the output channels, each slice whole blocks of 16 but the last."""
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(n, c_in, h, w).contiguous(memory_format=torch.channels_last)
+        wt = torch.randn(c_out, c_in, 1, 1) / c_in**0.5
+        b = torch.randn(c_out) if bias else None
+        out = torch.ops.shufflenet.pointwise_conv(x, wt, b, 1, 1, True)
+    finally:
+        torch.set_num_threads(before)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), _reference64(x, wt, b, 1, 1, True), **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("groups,shuffle_groups", [(3, 3), (8, 8), (3, 1)])
 def test_tile_route_leaves_nchw_alone(monkeypatch, groups, shuffle_groups):
     # Forcing the tile route changes nothing for NCHW input (it is channels_last only).

@@ -368,7 +368,11 @@ bool forward_uses_tiles(const PointwiseShape& p, at::ScalarType dtype) {
   const PointwiseRoute route = requested_pointwise_route();
   if (route == PointwiseRoute::kTile) return true;
   if (route != PointwiseRoute::kAuto) return false;
-  return p.groups > 1 && dtype == at::kFloat;
+  if (dtype != at::kFloat) return false;
+  // Ungrouped: only few pixels and many output channels (batch 1, 7x7, 464 -> 1024),
+  // where the tiles split the output channels over the threads and read packed
+  // weights, while oneDNN reorders its weight on every call.
+  return p.groups > 1 || (p.shuffle_groups == 1 && p.n * p.s <= 64 && p.c_out >= 512);
 }
 
 // The tile route over every pixel of the batch as one set of rows.

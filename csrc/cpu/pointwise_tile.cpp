@@ -49,6 +49,8 @@ using gemm::padded;
 // Pixels per tile: 8 MR=6 tiles deep, the tile's input rows (K <= 80 channels on
 // ShuffleNet V1) and its buffer stay in L1.
 constexpr int64_t kTilePixels = 48;
+// At most this many pixels in all: one tile, its output channels split over the threads.
+constexpr int64_t kSlicedPixels = 64;
 
 // ---- packed weights ------------------------------------------------------------------
 
@@ -84,6 +86,9 @@ struct Plan {
   int64_t cg_p;    // padded(cg)
   int64_t blocks;  // blocks_of(cg)
   int64_t tile;    // pixels per tile
+  // Direct float32 without groups: each task is one tile and one slice of slice_blocks
+  // blocks of output channels (slices > 1 only for few pixels; see below).
+  int64_t slices, slice_blocks;
   const scalar_t* x;
   int64_t x_pixel;  // input pixel stride (channels 1 apart)
   scalar_t* out;    // dense [pixels][c_out]
@@ -257,9 +262,22 @@ C10_ALWAYS_INLINE void run_tiles(const Plan<scalar_t>& p, float* scratch, int64_
   float* a_buf = scratch;
   float* y_buf = scratch + p.a_floats;
   const int64_t y_ld = p.groups * p.cg_p;
-  for (int64_t t = t0; t < t1; ++t) {
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t t = task / p.slices;
     const int64_t first = t * p.tile;
     const int64_t m = std::min(p.tile, p.pixels - first);
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (p.slices > 1) {  // direct, one group: this task's slice of the output channels
+        const int64_t blk0 = (task % p.slices) * p.slice_blocks;
+        const int64_t nblk = std::min(p.slice_blocks, p.blocks - blk0);
+        if (nblk <= 0) continue;
+        const int64_t c0 = blk0 * kBlock, cols = std::min(p.cg - c0, nblk * kBlock);
+        const PackedPointwise w{p.weight + blk0 * p.k * kBlock, p.bias + c0, p.k, cols, nblk};
+        gemm::relu_gemm<L, MR, NB>(p.x + first * p.x_pixel, p.x_pixel, m, w,
+                                   StoreOut{p.out + first * p.c_out + c0, p.c_out, cols, p.relu});
+        continue;
+      }
+    }
     const float* a;
     int64_t a_pixel;
     if constexpr (std::is_same_v<scalar_t, float>) {
@@ -366,9 +384,16 @@ void pointwise_tiles_forward(const at::Tensor& x_rows, const at::Tensor& weight,
   }
 
   const int64_t threads = std::max(1, at::get_num_threads());
+  // Few pixels and many output channels without groups (the last 1x1 conv of a network
+  // at batch 1: 49 pixels, 464 -> 1024): the GEMM is bound by reading the weights, so
+  // the threads split the output channels (each reads only its slice) rather than the
+  // pixels (each would read all of them).
+  const bool direct = x_rows.scalar_type() == at::kFloat && shuffle_groups == 1;
+  const int64_t slices =
+      direct && groups == 1 && threads > 1 && pixels <= kSlicedPixels && blocks_of(cg) >= 2 * threads ? threads : 1;
   // MR (6) divides every tile but the last; at least one tile per thread.
-  const int64_t per_thread = (pixels + threads - 1) / threads;
-  const int64_t tile = std::min<int64_t>(kTilePixels, (per_thread + 5) / 6 * 6);
+  const int64_t per_thread = slices > 1 ? pixels : (pixels + threads - 1) / threads;
+  const int64_t tile = slices > 1 ? pixels : std::min<int64_t>(kTilePixels, (per_thread + 5) / 6 * 6);
   const int64_t tiles = (pixels + tile - 1) / tile;
 
   // Tile-buffer column of each output channel (padded to whole vectors with column 0).
@@ -398,12 +423,14 @@ void pointwise_tiles_forward(const at::Tensor& x_rows, const at::Tensor& weight,
       p.bias = bias_ptr;
       p.source = source.data();
       p.relu = relu;
-      p.direct = std::is_same_v<scalar_t, float> && shuffle_groups == 1;
+      p.direct = direct;
+      p.slices = slices;
+      p.slice_blocks = (p.blocks + slices - 1) / slices;
       const auto round = [](int64_t v) { return (v + kBlock - 1) / kBlock * kBlock; };
       p.a_floats = std::is_same_v<scalar_t, float> ? 0 : round(tile * c_in);
       p.y_floats = p.direct ? 0 : round(tile * groups * p.cg_p);
       const RunTilesFn<scalar_t> run = run_tiles_fn<scalar_t>();
-      at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      at::parallel_for(0, tiles * slices, 1, [&](int64_t t0, int64_t t1) {
         run(p, thread_scratch(p.a_floats + p.y_floats), t0, t1);
       });
     }
