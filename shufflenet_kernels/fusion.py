@@ -8,7 +8,8 @@
   running statistics stay in their original order, so state_dicts match the
   unfused modules, and the running statistics update exactly as they would there.
 * ``FoldCache`` memoises folded tensors on the identity and version counters of
-  the tensors they were computed from.
+  the tensors they were computed from; ``TensorSlots`` makes the same test cheap
+  enough for a per-call fast path.
 
 ``fold_conv_bn`` and ``shuffled_batch_norm`` are leaves for ``torch.fx.symbolic_trace``
 (``torch.fx.wrap``): a traced graph calls them on the live modules, so it folds the
@@ -18,6 +19,7 @@ eager mode does, instead of holding values read at trace time.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -30,6 +32,7 @@ T = TypeVar("T")
 
 __all__ = [
     "FoldCache",
+    "TensorSlots",
     "is_tracing",
     "bn_can_fold",
     "bn_scale_shift",
@@ -154,6 +157,41 @@ def shuffled_batch_norm(x: Tensor, bn: nn.BatchNorm2d, groups: int) -> Tensor:
             bn.running_mean.copy_(from_shuffled_order(running_mean, groups))
             bn.running_var.copy_(from_shuffled_order(running_var, groups))
     return out
+
+
+_VERSION = operator.attrgetter("_version")
+_DATA_PTR = operator.methodcaller("data_ptr")
+
+
+class TensorSlots:
+    """A fixed set of module tensor slots (``(module._parameters, "weight")``, ...) and a
+    cheap test that none changed since they were recorded.
+
+    "Unchanged" is ``FoldCache``'s key: the same tensor object in every slot (a replaced
+    parameter, or one set to None, counts as a change), with the same storage address and
+    version counter (bumped by in-place writes). The test runs as a few C-level ``map``
+    passes rather than a Python loop per tensor: it is meant for fast paths that run on
+    every call of a small module. Raises RuntimeError when a tensor has no version counter
+    (an inference tensor): such tensors cannot be watched.
+    """
+
+    __slots__ = ("_dicts", "_names", "_tensors", "_present", "_versions", "_ptrs")
+
+    def __init__(self, slots: Sequence[tuple[dict[str, Tensor | None], str]]) -> None:
+        self._dicts = tuple(d for d, _ in slots)
+        self._names = tuple(n for _, n in slots)
+        self._tensors = tuple(map(dict.get, self._dicts, self._names))
+        self._present = tuple(t for t in self._tensors if t is not None)
+        self._versions = tuple(map(_VERSION, self._present))
+        self._ptrs = tuple(map(_DATA_PTR, self._present))
+
+    def unchanged(self) -> bool:
+        """True when every slot still holds its recorded tensor, not written to since."""
+        return (
+            all(map(operator.is_, map(dict.get, self._dicts, self._names), self._tensors))
+            and tuple(map(_VERSION, self._present)) == self._versions
+            and tuple(map(_DATA_PTR, self._present)) == self._ptrs
+        )
 
 
 class FoldCache(Generic[T]):

@@ -235,6 +235,57 @@ def test_fold_cache_follows_replaced_parameters_and_pickles() -> None:
         torch.testing.assert_close(twin(x), ref(x), **TOL)
 
 
+@pytest.mark.parametrize("make, args", [
+    pytest.param(v2_pair, (16, 16, 1), id="v2-s1"), pytest.param(v2_pair, (24, 48, 2), id="v2-s2"),
+    pytest.param(v1_pair, (48, 48, 4, 1, True), id="v1-s1"),
+])
+def test_eager_memo_replays_only_while_nothing_changed(make, args, monkeypatch) -> None:
+    """Repeated no-grad eval calls skip the fold and argument assembly (the memo), and
+    every change the fold depends on is seen on the very next call."""
+    ref, ours = make(args)
+    x = torch.randn(2, args[0], 6, 6)
+    eval_close(ref, ours, x)
+    fused = isinstance(ours, ShuffleV2Unit)
+    assert (ours._call_memo if fused else ours._fold_memo) is not None
+    folds = []
+    real_get = ours._fold_cache.get
+    monkeypatch.setattr(ours._fold_cache, "get", lambda *a, **k: folds.append(1) or real_get(*a, **k))
+    eval_close(ref, ours, x)
+    eval_close(ref, ours, x.to(memory_format=torch.channels_last))  # other layout: refolds
+    eval_close(ref, ours, x)
+    assert len(folds) == 2, "an unchanged block must be served by the memo"
+
+    def both(edit: Callable[[nn.Module], None]) -> None:
+        for m in (ref, ours):
+            edit(m)
+        eval_close(ref, ours, x)
+
+    convs = lambda m: [c for c in m.modules() if isinstance(c, nn.Conv2d)]  # noqa: E731
+    bns = lambda m: [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]  # noqa: E731
+    with torch.no_grad():
+        both(lambda m: convs(m)[0].weight.mul_(1.5))                       # in place
+        both(lambda m: bns(m)[-1].running_mean.add_(0.3))
+    both(lambda m: setattr(convs(m)[-1], "weight", nn.Parameter(convs(m)[-1].weight.detach() * -2)))
+    both(lambda m: setattr(convs(m)[1].weight, "data", convs(m)[1].weight.detach() * 0.5))  # .data swap
+    both(lambda m: setattr(bns(m)[0], "eps", 0.5))
+    # One BN back in training (batch statistics): the block must not replay the fold.
+    for m in (ref, ours):
+        m.eval()
+        bns(m)[0].train()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), **TOL)
+    for m in (ref, ours):
+        m.eval()
+    with torch.enable_grad():  # grad on: the parameters require grad, no memo
+        torch.testing.assert_close(ours(x), ref(x), **TOL)
+    eval_close(ref, ours, x)
+    twin, clone = copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))
+    assert twin._call_memo is None and twin._fold_memo is None and clone._fold_memo is None
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), ref(x), **TOL)
+        torch.testing.assert_close(clone(x), ref(x), **TOL)
+
+
 def test_unit_bad_arguments() -> None:
     with pytest.raises(ValueError, match="stride"):
         ShuffleV2Unit(16, 16, 4)

@@ -15,7 +15,10 @@ laid out exactly like ``shufflenet_kernels.reference`` (V2: torchvision's
   are cached (``fusion.FoldCache``) and recomputed whenever a parameter or running
   statistic changes (in-place update, ``load_state_dict``, ``.to()``); while
   ``torch.compile`` traces, or when autograd must reach the parameters, they are
-  folded on every call instead.
+  folded on every call instead. Repeated eval calls with grad off go one step further:
+  they replay the previous call's folded weights (a fused V2 unit: its whole
+  ``v2_unit`` call) after a check that nothing they depend on changed, which keeps the
+  Python cost of a call to a few microseconds (``_EagerMemo``).
 
 Which modules form each conv stage is fixed when a unit is built (replace a whole
 unit, not a conv inside it); their parameters and buffers are read on every call.
@@ -27,8 +30,9 @@ mode whose parameters autograd need not reach runs as one ``v2_unit`` call inste
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as TF
@@ -38,7 +42,7 @@ from .. import functional as F
 from .. import fusion, reference
 from ..backend import Backend, check_backend
 from ..backend import resolve as resolve_backend
-from ..fusion import FoldCache, bn_can_fold, is_tracing
+from ..fusion import FoldCache, TensorSlots, bn_can_fold, is_tracing
 from ..ops import MAX_DEPTHWISE_KERNEL
 
 __all__ = [
@@ -153,6 +157,74 @@ def _runs_tap_major(x: Tensor, backend: Backend) -> bool:
     return x.device.type == "cpu" or resolve_backend("depthwise_conv2d", backend, x) == "shufflenet"
 
 
+_TRAINING = operator.attrgetter("training")
+_EPS = operator.attrgetter("eps")
+
+
+class _EagerMemo:
+    """What an eager inference call of a block derived from its modules (folded weights, or
+    a unit's whole ``v2_unit`` argument list), replayed while nothing it was derived from
+    changed: grad mode off, the block and its BNs still in eval mode with the same ``eps``,
+    every conv/BN parameter and running statistic the same tensor, unwritten
+    (``TensorSlots``), and an input on the same device with the same depthwise weight
+    layout (``_runs_tap_major``). The test costs a few microseconds; the full path (fold
+    cache keys, argument assembly, backend resolution) costs several times that per call,
+    as much as a unit's kernel at batch 1.
+
+    A memo that fails the test is dropped, not kept for later: BN's running-statistics
+    update in training mode does not bump their version counters, so a BN switched to
+    training and back must not find the memo of before.
+    """
+
+    __slots__ = ("slots", "bns", "eps", "device", "tap_major", "value")
+
+    def __init__(self, block: _FusedBlock, x: Tensor, tap_major: bool, value: Any) -> None:
+        slots: list[tuple[dict, str]] = []
+        bns: list[nn.Module] = []
+        for s in block._stages:
+            slots += [(s.conv._parameters, "weight"), (s.conv._parameters, "bias")]
+            if s.bn is not None:
+                bns.append(s.bn)
+                slots += [(s.bn._parameters, "weight"), (s.bn._parameters, "bias"),
+                          (s.bn._buffers, "running_mean"), (s.bn._buffers, "running_var")]
+        if any(name not in d for d, name in slots if name in ("weight", "running_mean", "running_var")):
+            # A parametrized weight (a property, not a dict entry) or a BN without running
+            # statistics: nothing fixed to watch.
+            raise ValueError("block tensors are not plain parameters and buffers")
+        self.slots = TensorSlots(slots)
+        self.bns = tuple(bns)
+        self.eps = tuple(map(_EPS, bns))
+        self.device = x.device
+        self.tap_major = tap_major
+        self.value = value
+
+    @classmethod
+    def build(cls, block: _FusedBlock, x: Tensor, tap_major: bool, value: Any) -> _EagerMemo | None:
+        """A memo of ``value`` for calls like this one, or None when it cannot be watched."""
+        try:
+            return cls(block, x, tap_major, value)
+        except (ValueError, RuntimeError):  # RuntimeError: inference tensors (no version counter)
+            return None
+
+    def __deepcopy__(self, memo: dict) -> None:
+        # Derived from the original's tensors: a copied block starts without a memo.
+        return None
+
+    def __reduce__(self) -> tuple:
+        # Likewise when pickled: unpickles as None (NoneType() is None).
+        return (type(None), ())
+
+    def replays(self, block: _FusedBlock, x: Tensor) -> bool:
+        """Whether a call of ``block`` on ``x`` would derive ``value`` again. The caller
+        checks ``is_tracing()`` first (under torch.compile nothing here is traced)."""
+        return (
+            not torch.is_grad_enabled() and not block.training
+            and not any(map(_TRAINING, self.bns)) and tuple(map(_EPS, self.bns)) == self.eps
+            and x.device == self.device and _runs_tap_major(x, block.backend) == self.tap_major
+            and self.slots.unchanged()
+        )
+
+
 class _FusedBlock(nn.Module):
     """Runs conv stages with BN folded (eval) or separate (training), caching folded weights.
 
@@ -168,16 +240,24 @@ class _FusedBlock(nn.Module):
         self.backend = backend
         self._stages = stages
         self._fold_cache: FoldCache[list[Folded]] = FoldCache()
+        self._clear_memos()
+
+    def _clear_memos(self) -> None:
+        # Derived state (see _EagerMemo): plain attributes, not in the state_dict.
+        self._fold_memo: _EagerMemo | None = None
+        self._call_memo: _EagerMemo | None = None
 
     def train(self, mode: bool = True) -> _FusedBlock:
         # Training does not fold: free the cached folded weights (eval() keeps them).
         if mode:
             self._fold_cache.clear()
+            self._clear_memos()
         return super().train(mode)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> _FusedBlock:
         # .to() / .half() / .cuda() may swap parameter storage: refold on the next call.
         self._fold_cache.clear()
+        self._clear_memos()
         return super()._apply(fn, recurse)
 
     def _folded(self, x: Tensor | None = None) -> list[Folded]:
@@ -196,8 +276,14 @@ class _FusedBlock(nn.Module):
                 if s.bn is not None and bn_can_fold(s.bn) else None
                 for s in stages
             ]
-        # This runs on every eager call: read parameters and buffers with dict lookups,
-        # since nn.Module.__getattr__ would cost more than the small ops of a unit at batch 1.
+        memo = self._fold_memo
+        if memo is not None and x is not None:
+            if memo.replays(self, x):
+                return memo.value
+            self._fold_memo = None  # see _EagerMemo: rebuilt by the next call it can serve
+        # This runs on every eager call that the memo does not serve: read parameters and
+        # buffers with dict lookups, since nn.Module.__getattr__ would cost more than the
+        # small ops of a unit at batch 1.
         foldable: list[bool] = []
         sources: list[Tensor | None] = []
         eps: list[float] = []
@@ -231,7 +317,10 @@ class _FusedBlock(nn.Module):
                 out.append((w, b))
             return out
 
-        return self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps), tap_major))
+        folded = self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps), tap_major))
+        if x is not None and not torch.is_grad_enabled():
+            self._fold_memo = _EagerMemo.build(self, x, tap_major, folded)
+        return folded
 
     def _run_stage(self, x: Tensor, s: ConvStage, folded: Folded) -> Tensor:
         if folded is not None:
@@ -467,6 +556,13 @@ class ShuffleV2Unit(_FusedBlock):
         return unit
 
     def forward(self, x: Tensor) -> Tensor:
+        if not is_tracing():
+            memo = self._call_memo
+            if memo is not None:
+                if self.fuse_units and memo.replays(self, x):
+                    op, args = memo.value
+                    return op(x, *args)
+                self._call_memo = None  # see _EagerMemo: rebuilt by the next call it can serve
         folded = self._folded(x)
         if self.fuse_units and self._fusable and not self.training:
             y = self._fused(x, folded)
@@ -508,7 +604,12 @@ class ShuffleV2Unit(_FusedBlock):
             return None
         if self._split == 0:
             weights = [None, None, None, None] + weights
-        return F.v2_unit(x, *weights, self.stride, backend=self.backend)
+        y = F.v2_unit(x, *weights, self.stride, backend=self.backend)
+        if not torch.is_grad_enabled() and not is_tracing():
+            # The next calls replay this one's op and arguments while nothing changes.
+            op = getattr(torch.ops, F.v2_unit_namespace(x.device.type, self.backend)).v2_unit.default
+            self._call_memo = _EagerMemo.build(self, x, _runs_tap_major(x, self.backend), (op, (*weights, self.stride)))
+        return y
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, backend={self.backend!r}, fuse_units={self.fuse_units}"
