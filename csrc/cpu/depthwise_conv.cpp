@@ -25,9 +25,11 @@
 //   the kernel flipped (a stride-1 transposed convolution is a convolution).
 //   Other strides: NCHW runs a stride-1 flat-plane pass over grad_output dilated
 //   by the stride (float; double scatters rows into a per-plane accumulator),
-//   NHWC gathers per input pixel.
+//   NHWC gathers per input pixel (3x3 with column stride 2 in float: column
+//   pairs with the weights in registers).
 // Backward weight is deterministic: NCHW one task per channel with per-tap row
-//   (or flat-plane) partial sums; NHWC fixed chunks of rows reduced in chunk order.
+//   (or flat-plane) partial sums; NHWC fixed chunks of rows reduced in chunk order
+//   (3x3 with column stride 1 or 2 in float: the chunk's sums in registers).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
