@@ -203,6 +203,26 @@ def test_depthwise_conv2d_backward_channels_last_3x3(impl, hw, stride, padding, 
     assert ours[0].is_contiguous(memory_format=torch.channels_last)
 
 
+# The channels_last weight gradient is reduced over chunks fixed by the shape:
+# bit-identical whatever the thread count.
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv2d_backward_channels_last_weight_thread_count_invariant(stride):
+    x = make_input((5, 40, 12, 12), "channels_last")
+    w = weight_like((40, 1, 3, 3), torch.float32, "cpu", 9)
+    go = torch.randn(5, 40, 12 // stride, 12 // stride).to(memory_format=torch.channels_last)
+    conv = ([stride] * 2, [1, 1], [1, 1])
+    threads = torch.get_num_threads()
+    try:
+        grads = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            grads.append(torch.ops.shufflenet.depthwise_conv2d_backward(go, x, w, None, *conv, [False, True, True]))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # Narrow NCHW planes (the CPU's flat phase planes; the strided input gradient as a
 # stride-1 pass over dilated grad_output): sizes, strides, kernels, channel counts
 # and layouts as in the forward test of the same name.
