@@ -851,13 +851,17 @@ SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_flat(const scalar_t* go /*dense
 // by output column (e - kw) / 2 for the taps kw of e's parity: an even e by
 // kw = 0 and 2 (outputs e/2 and e/2 - 1), the odd column after it by kw = 1
 // (output e/2). Interior column pairs (e even, both outputs in range) therefore
-// run as a stride-1 pattern over grad_output: per channel block the nine weights
-// stay in registers and P pairs share P + 1 loaded grad_output pixels per
-// kernel row. Border columns check each tap. Rows: grows[kh] is the
+// run as a stride-1 pattern over grad_output: P pairs share P + 1 loaded
+// grad_output pixels per kernel row. Border columns check each tap. Each group
+// of columns runs through every channel block before the next, so that its
+// pixels are written whole (the weights come from L1). Rows: grows[kh] is the
 // grad_output row that reads input row ih through kernel row kh, or null.
 template <int64_t P, typename scalar_t>
-C10_ALWAYS_INLINE void grad_input_nhwc_s2_pairs(const scalar_t* const* grows, const FloatVec* wv, int64_t c,
-                                                int64_t b, int64_t c0, scalar_t* dst) {
+C10_ALWAYS_INLINE void grad_input_nhwc_s2_pairs(const scalar_t* const* grows, const float* wt /*[taps, C] at c0*/,
+                                                int64_t c, int64_t b, int64_t c0, scalar_t* dst) {
+  FloatVec wv[9];
+#pragma GCC unroll 9
+  for (int64_t t = 0; t < 9; ++t) wv[t] = load_floats(wt + t * c);
   FloatVec acc[2 * P];
 #pragma GCC unroll 16
   for (int64_t i = 0; i < 2 * P; ++i) acc[i] = FloatVec{};
@@ -893,38 +897,34 @@ SHUFFLENET_CPU_MULTIVERSION void grad_input_nhwc_rows_3x3s2(const scalar_t* go /
       grows[kh] = oh >= 0 ? go + (n * g.ho + oh) * g.wo * c : nullptr;
     }
     scalar_t* const irow = gi + r * g.w * c;
-    const auto channel_block = [&](int64_t c0) SHUFFLENET_INLINE_LAMBDA {
-      FloatVec wv[9];
-      for (int64_t t = 0; t < 9; ++t) wv[t] = load_floats(weight_t + t * c + c0);
-      int64_t iw = 0;
-      while (iw < g.w) {
-        const int64_t e = iw + g.pw;
-        if (e % 2 == 0 && e >= 2) {
-          const int64_t b = e / 2;  // outputs b - 1 and b
-          if (b + P <= g.wo && iw + 2 * P <= g.w) {
-            grad_input_nhwc_s2_pairs<P>(grows, wv, c, b, c0, irow + iw * c);
-            iw += 2 * P;
-            continue;
-          }
-          if (b < g.wo && iw + 2 <= g.w) {
-            grad_input_nhwc_s2_pairs<1>(grows, wv, c, b, c0, irow + iw * c);
-            iw += 2;
-            continue;
-          }
+    const auto checked_pixel = [&](int64_t iw, int64_t c0) SHUFFLENET_INLINE_LAMBDA {
+      FloatVec acc{};
+      for (int64_t kh = 0; kh < 3; ++kh) {
+        if (grows[kh] == nullptr) continue;
+        for (int64_t kw = 0; kw < 3; ++kw) {
+          const int64_t ow = conv_output_index_for_input(iw, kw, int64_t{2}, g.pw, int64_t{1}, g.wo);
+          if (ow >= 0) acc += load_floats(weight_t + (kh * 3 + kw) * c + c0) * load_floats(grows[kh] + ow * c + c0);
         }
-        FloatVec acc{};
-        for (int64_t kh = 0; kh < 3; ++kh) {
-          if (grows[kh] == nullptr) continue;
-          for (int64_t kw = 0; kw < 3; ++kw) {
-            const int64_t ow = conv_output_index_for_input(iw, kw, int64_t{2}, g.pw, int64_t{1}, g.wo);
-            if (ow >= 0) acc += wv[kh * 3 + kw] * load_floats(grows[kh] + ow * c + c0);
-          }
-        }
-        store_floats(irow + iw * c + c0, acc);
+      }
+      store_floats(irow + iw * c + c0, acc);
+    };
+    int64_t iw = 0;
+    while (iw < g.w) {
+      const int64_t e = iw + g.pw, b = e / 2;  // interior pairs: outputs b - 1 and b
+      scalar_t* const dst = irow + iw * c;
+      if (e % 2 == 0 && e >= 2 && b + P <= g.wo && iw + 2 * P <= g.w) {
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, c, c0,
+                                         grad_input_nhwc_s2_pairs<P>(grows, weight_t + c0, c, b, c0, dst))
+        iw += 2 * P;
+      } else if (e % 2 == 0 && e >= 2 && b < g.wo && iw + 2 <= g.w) {
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, c, c0,
+                                         grad_input_nhwc_s2_pairs<1>(grows, weight_t + c0, c, b, c0, dst))
+        iw += 2;
+      } else {
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, c, c0, checked_pixel(iw, c0))
         ++iw;
       }
-    };
-    SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, c, c0, channel_block(c0))
+    }
   }
 }
 
