@@ -164,6 +164,65 @@ def test_depthwise_conv2d_grad_v2_widths_channels_last(impl, channels, stride, l
     _compare(*_depthwise_grads(impl, case, layout, dtype, True, True), tol)
 
 
+# channels_last 3x3 with column stride 1 or 2 and at least 16 channels (the CPU's
+# register-blocked weight gradient and stride-2 input gradient): widths with an
+# empty, short and long interior, every padding and row stride/dilation the
+# kernels take from the geometry, channel counts that are and are not a multiple
+# of the vector, a channel slice, all three gradients against the reference in
+# double.
+def _cl_3x3_geometries() -> list[tuple]:
+    """(hw, stride, padding, dilation) with a non-empty output."""
+    convs = [((1, 1), (1, 1), (1, 1)), ((2, 2), (1, 1), (1, 1)), ((1, 1), (0, 0), (1, 1)), ((2, 2), (2, 2), (1, 1)),
+             ((2, 2), (0, 1), (1, 1)), ((1, 2), (1, 0), (1, 1)), ((2, 1), (1, 2), (2, 1)), ((3, 2), (2, 1), (2, 1))]
+    out = []
+    for hw in [(1, 1), (2, 3), (5, 5), (8, 13), (15, 9)]:
+        for s, p, d in convs:
+            if all(n + 2 * q - 2 * e - 1 >= 0 for n, q, e in zip(hw, p, d, strict=True)):
+                out.append((hw, s, p, d))
+    return out
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("hw,stride,padding,dilation", _cl_3x3_geometries())
+@pytest.mark.parametrize("batch,channels,dtype,layout", [
+    (2, 16, torch.float32, "channels_last"), (3, 19, torch.float32, "channels_last"),
+    (1, 40, torch.float32, "slice_cl"), (3, 19, torch.bfloat16, "channels_last")])
+def test_depthwise_conv2d_backward_channels_last_3x3(impl, hw, stride, padding, dilation, batch, channels, dtype,
+                                                     layout):
+    x = make_input((batch, channels, *hw), layout, dtype, impl.device)
+    w = weight_like((channels, 1, 3, 3), dtype, impl.device, 9)
+    conv = (list(stride), list(padding), list(dilation))
+    ho, wo = ((n + 2 * p - 2 * d - 1) // s + 1 for n, p, d, s in zip(hw, padding, dilation, stride, strict=True))
+    go = torch.randn(batch, channels, ho, wo, dtype=dtype, device=impl.device).to(memory_format=torch.channels_last)
+    ours = impl.ops.depthwise_conv2d_backward(go, x, w, None, *conv, [True] * 3)
+    xr, wr, br = (t.detach().double().requires_grad_(True) for t in (x, w, torch.zeros(channels)))
+    ref_out = reference.depthwise_conv2d(xr, wr, br, *conv, False)
+    ref = _grads(ref_out, [xr, wr, br], go.double())
+    tol = GRAD_TOL if dtype == torch.float32 else HALF_GRAD_TOL[dtype]
+    _compare([o.double() for o in ours], ref, tol)
+    assert ours[0].is_contiguous(memory_format=torch.channels_last)
+
+
+# The channels_last weight gradient is reduced over chunks fixed by the shape:
+# bit-identical whatever the thread count.
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_conv2d_backward_channels_last_weight_thread_count_invariant(stride):
+    x = make_input((5, 40, 12, 12), "channels_last")
+    w = weight_like((40, 1, 3, 3), torch.float32, "cpu", 9)
+    go = torch.randn(5, 40, 12 // stride, 12 // stride).to(memory_format=torch.channels_last)
+    conv = ([stride] * 2, [1, 1], [1, 1])
+    threads = torch.get_num_threads()
+    try:
+        grads = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            grads.append(torch.ops.shufflenet.depthwise_conv2d_backward(go, x, w, None, *conv, [False, True, True]))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # Narrow NCHW planes (the CPU's flat phase planes; the strided input gradient as a
 # stride-1 pass over dilated grad_output): sizes, strides, kernels, channel counts
 # and layouts as in the forward test of the same name.

@@ -25,9 +25,11 @@
 //   the kernel flipped (a stride-1 transposed convolution is a convolution).
 //   Other strides: NCHW runs a stride-1 flat-plane pass over grad_output dilated
 //   by the stride (float; double scatters rows into a per-plane accumulator),
-//   NHWC gathers per input pixel.
+//   NHWC gathers per input pixel (3x3 with column stride 2 in float: column
+//   pairs with the weights in registers).
 // Backward weight is deterministic: NCHW one task per channel with per-tap row
-//   (or flat-plane) partial sums; NHWC fixed chunks of rows reduced in chunk order.
+//   (or flat-plane) partial sums; NHWC fixed chunks of rows reduced in chunk order
+//   (3x3 with column stride 1 or 2 in float: the chunk's sums in registers).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -53,6 +55,10 @@ constexpr int64_t kDepthwiseGrain = 1 << 15;
 // chunks; the split depends only on the shape, so results do not depend on the
 // thread count.
 constexpr int64_t kWeightGradChunks = 64;
+// Chunks of the vectorised 3x3 weight gradient: each sums its rows in
+// registers, so few chunks keep the final reduction small; still several per
+// thread for balance.
+constexpr int64_t kWeightGradChunks3x3 = 16;
 // Channels accumulated together in registers (channels_last).
 constexpr int64_t kChannelBlock = 16;
 constexpr int64_t kMaxTaps = kMaxDepthwiseKernel * kMaxDepthwiseKernel;
@@ -840,10 +846,100 @@ SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_flat(const scalar_t* go /*dense
       });
 }
 
+// 3x3 input gradient with column stride 2 (column dilation 1), channels_last,
+// float accumulation, per input row. With e = iw + pw, input column iw is read
+// by output column (e - kw) / 2 for the taps kw of e's parity: an even e by
+// kw = 0 and 2 (outputs e/2 and e/2 - 1), the odd column after it by kw = 1
+// (output e/2). Interior column pairs (e even, both outputs in range) therefore
+// run as a stride-1 pattern over grad_output: P pairs share P + 1 loaded
+// grad_output pixels per kernel row. Border columns check each tap. Each group
+// of columns runs through every channel block before the next, so that its
+// pixels are written whole (the weights come from L1). Rows: grows[kh] is the
+// grad_output row that reads input row ih through kernel row kh, or null.
+template <int64_t P, typename scalar_t>
+C10_ALWAYS_INLINE void grad_input_nhwc_s2_pairs(const scalar_t* const* grows, const float* wt /*[taps, C] at c0*/,
+                                                int64_t c, int64_t b, int64_t c0, scalar_t* dst) {
+  FloatVec wv[9];
+#pragma GCC unroll 9
+  for (int64_t t = 0; t < 9; ++t) wv[t] = load_floats(wt + t * c);
+  FloatVec acc[2 * P];
+#pragma GCC unroll 16
+  for (int64_t i = 0; i < 2 * P; ++i) acc[i] = FloatVec{};
+#pragma GCC unroll 3
+  for (int64_t kh = 0; kh < 3; ++kh) {
+    if (grows[kh] == nullptr) continue;
+    const scalar_t* src = grows[kh] + (b - 1) * c + c0;
+    FloatVec x[P + 1];
+#pragma GCC unroll 16
+    for (int64_t j = 0; j <= P; ++j) x[j] = load_floats(src + j * c);
+#pragma GCC unroll 16
+    for (int64_t q = 0; q < P; ++q) {
+      acc[2 * q] += wv[kh * 3] * x[q + 1] + wv[kh * 3 + 2] * x[q];
+      acc[2 * q + 1] += wv[kh * 3 + 1] * x[q + 1];
+    }
+  }
+#pragma GCC unroll 16
+  for (int64_t i = 0; i < 2 * P; ++i) store_floats(dst + i * c + c0, acc[i]);
+}
+
+template <typename scalar_t>
+SHUFFLENET_CPU_MULTIVERSION void grad_input_nhwc_rows_3x3s2(const scalar_t* go /*dense NHWC*/,
+                                                            const float* weight_t /*[taps, C]*/,
+                                                            scalar_t* gi /*dense NHWC*/, const Geometry& g,
+                                                            int64_t begin, int64_t end) {
+  constexpr int64_t P = 4;
+  const int64_t c = g.c;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / g.h, ih = r % g.h;
+    const scalar_t* grows[3];
+    for (int64_t kh = 0; kh < 3; ++kh) {
+      const int64_t oh = conv_output_index_for_input(ih, kh, g.sh, g.ph, g.dh, g.ho);
+      grows[kh] = oh >= 0 ? go + (n * g.ho + oh) * g.wo * c : nullptr;
+    }
+    scalar_t* const irow = gi + r * g.w * c;
+    const auto checked_pixel = [&](int64_t iw, int64_t c0) SHUFFLENET_INLINE_LAMBDA {
+      FloatVec acc{};
+      for (int64_t kh = 0; kh < 3; ++kh) {
+        if (grows[kh] == nullptr) continue;
+        for (int64_t kw = 0; kw < 3; ++kw) {
+          const int64_t ow = conv_output_index_for_input(iw, kw, int64_t{2}, g.pw, int64_t{1}, g.wo);
+          if (ow >= 0) acc += load_floats(weight_t + (kh * 3 + kw) * c + c0) * load_floats(grows[kh] + ow * c + c0);
+        }
+      }
+      store_floats(irow + iw * c + c0, acc);
+    };
+    int64_t iw = 0;
+    while (iw < g.w) {
+      const int64_t e = iw + g.pw, b = e / 2;  // interior pairs: outputs b - 1 and b
+      scalar_t* const dst = irow + iw * c;
+      if (e % 2 == 0 && e >= 2 && b + P <= g.wo && iw + 2 * P <= g.w) {
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, c, c0,
+                                         grad_input_nhwc_s2_pairs<P>(grows, weight_t + c0, c, b, c0, dst))
+        iw += 2 * P;
+      } else if (e % 2 == 0 && e >= 2 && b < g.wo && iw + 2 <= g.w) {
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, c, c0,
+                                         grad_input_nhwc_s2_pairs<1>(grows, weight_t + c0, c, b, c0, dst))
+        iw += 2;
+      } else {
+        SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, c, c0, checked_pixel(iw, c0))
+        ++iw;
+      }
+    }
+  }
+}
+
 // Input gradient with stride > 1 (stride 1 runs as a forward pass).
 template <typename scalar_t, typename acc_t>
 void grad_input_strided(const scalar_t* go, const acc_t* weight, scalar_t* gi, const Geometry& g, bool channels_last) {
   if (channels_last) {
+    if constexpr (std::is_same_v<acc_t, float>) {
+      if (g.kh == 3 && g.kw == 3 && g.sw == 2 && g.dw == 1 && g.c >= kFloatLanes) {
+        at::parallel_for(0, g.n * g.h, grain_for(g.w * g.c * g.taps() / 4), [&](int64_t begin, int64_t end) {
+          grad_input_nhwc_rows_3x3s2(go, weight, gi, g, begin, end);
+        });
+        return;
+      }
+    }
     std::vector<int64_t> ow_of(g.w * g.kw);
     for (int64_t iw = 0; iw < g.w; ++iw) {
       for (int64_t kw = 0; kw < g.kw; ++kw) {
@@ -1080,33 +1176,127 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nhwc_rows(const scalar_t* go /*dens
   }
 }
 
+// 3x3 weight gradient with column stride SW (1 or 2, column dilation 1),
+// channels_last, float accumulation: partial sums of output rows
+// [r_begin, r_end) into p ([taps + 1, C], the last row the bias). Per block of
+// kFloatLanes channels the ten sums stay in registers across all the rows (a
+// block that overlaps the previous one, when C is not a multiple of the block,
+// stores the same sums again); interior pixels go P at a time so that each
+// loaded input pixel serves every output of the block that reads it. Border
+// pixels check each tap; rows[kh] is null outside the input.
+template <int64_t P, int64_t SW, typename scalar_t>
+C10_ALWAYS_INLINE void grad_weight_nhwc_3x3_pixels(const scalar_t* grow, const scalar_t* const* rows, int64_t c,
+                                                   int64_t in_w, FloatVec* acc) {
+  FloatVec gv[P];
+#pragma GCC unroll 8
+  for (int64_t q = 0; q < P; ++q) {
+    gv[q] = load_floats(grow + q * c);
+    acc[9] += gv[q];
+  }
+#pragma GCC unroll 3
+  for (int64_t kh = 0; kh < 3; ++kh) {
+    if (rows[kh] == nullptr) continue;
+#pragma GCC unroll 16
+    for (int64_t j = 0; j < (P - 1) * SW + 3; ++j) {
+      const FloatVec x = load_floats(rows[kh] + j * in_w);
+#pragma GCC unroll 8
+      for (int64_t q = 0; q < P; ++q) {
+        const int64_t kw = j - q * SW;  // constant once unrolled
+        if (kw >= 0 && kw < 3) acc[kh * 3 + kw] += gv[q] * x;
+      }
+    }
+  }
+}
+
+template <int64_t SW, typename scalar_t>
+SHUFFLENET_CPU_MULTIVERSION void grad_weight_nhwc_rows_3x3(const scalar_t* go /*dense NHWC*/, const scalar_t* in,
+                                                           Strides4 is, float* p, const Geometry& g,
+                                                           const RowTaps& cols, int64_t r_begin, int64_t r_end) {
+  constexpr int64_t P = SW == 1 ? 4 : 3;
+  const int64_t c = g.c;
+  const auto channel_block = [&](int64_t c0) SHUFFLENET_INLINE_LAMBDA {
+    FloatVec acc[10];
+    for (int64_t t = 0; t < 10; ++t) acc[t] = FloatVec{};
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      const int64_t n = r / g.ho, oh = r % g.ho;
+      const scalar_t* rows[3];
+      for (int64_t kh = 0; kh < 3; ++kh) {
+        const int64_t ih = conv_input_index(oh, kh, g.sh, g.ph, g.dh);
+        rows[kh] = (ih >= 0 && ih < g.h) ? in + n * is.n + ih * is.h + c0 : nullptr;
+      }
+      const scalar_t* const grow = go + r * g.wo * c + c0;
+      const auto checked_pixel = [&](int64_t ow) SHUFFLENET_INLINE_LAMBDA {
+        const FloatVec gv = load_floats(grow + ow * c);
+        acc[9] += gv;
+        for (int64_t kh = 0; kh < 3; ++kh) {
+          if (rows[kh] == nullptr) continue;
+          for (int64_t kw = 0; kw < 3; ++kw) {
+            if (ow < cols.lo[kw] || ow >= cols.hi[kw]) continue;
+            acc[kh * 3 + kw] += gv * load_floats(rows[kh] + (ow * SW + cols.off[kw]) * is.w);
+          }
+        }
+      };
+      const auto block = [&](auto pixels, int64_t ow) SHUFFLENET_INLINE_LAMBDA {
+        const int64_t shift = (ow * SW + cols.off[0]) * is.w;
+        const scalar_t* const shifted[3] = {rows[0] ? rows[0] + shift : nullptr, rows[1] ? rows[1] + shift : nullptr,
+                                            rows[2] ? rows[2] + shift : nullptr};
+        grad_weight_nhwc_3x3_pixels<decltype(pixels)::value, SW>(grow + ow * c, shifted, c, is.w, acc);
+      };
+      int64_t ow = 0;
+      for (; ow < cols.interior_lo; ++ow) checked_pixel(ow);
+      for (; ow + P <= cols.interior_hi; ow += P) block(std::integral_constant<int64_t, P>{}, ow);
+      for (; ow < cols.interior_hi; ++ow) block(std::integral_constant<int64_t, 1>{}, ow);
+      for (; ow < g.wo; ++ow) checked_pixel(ow);
+    }
+    for (int64_t t = 0; t < 10; ++t) store_floats(p + t * c + c0, acc[t]);
+  };
+  SHUFFLENET_FOR_OVERLAPPED_BLOCKS(kFloatLanes, 0, c, c0, channel_block(c0))
+}
+
 // Split reduction: fixed chunks of output rows each produce [taps + 1, C]
 // partial sums (the last row is the bias), then the partials are added in
-// chunk order.
+// chunk order, in double. The chunks depend only on the shape (3x3 with column
+// stride 1 or 2 in float: fewer, longer chunks, their sums kept in registers).
 template <typename scalar_t, typename acc_t>
 void grad_weight_nhwc(const scalar_t* go /*dense NHWC*/, const scalar_t* in, Strides4 is, acc_t* gw /*[C, taps]*/,
                       acc_t* gb /*[C] or null*/, const Geometry& g) {
+  constexpr bool kFloat = std::is_same_v<acc_t, float>;
+  const bool fixed_3x3 = kFloat && g.kh == 3 && g.kw == 3 && (g.sw == 1 || g.sw == 2) && g.dw == 1 &&
+                         g.c >= kFloatLanes && is.c == 1;
   const int64_t rows = g.n * g.ho;
-  const int64_t chunks = std::min(rows, kWeightGradChunks);
+  const int64_t chunks = std::min(rows, fixed_3x3 ? kWeightGradChunks3x3 : kWeightGradChunks);
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
   const int64_t width = (g.taps() + 1) * g.c;
   acc_t* const partial = thread_scratch<acc_t, 0>(chunks * width, acc_t(0));
+  const RowTaps cols = row_taps(g.w, g.kw, g.sw, g.pw, g.dw, g.wo);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t r_begin = std::min(rows, chunk * rows_per_chunk);
       const int64_t r_end = std::min(rows, (chunk + 1) * rows_per_chunk);
-      grad_weight_nhwc_rows(go, in, is, partial + chunk * width, g, chunk * rows_per_chunk, r_end);
+      acc_t* const p = partial + chunk * width;
+      if constexpr (kFloat) {
+        if (fixed_3x3) {
+          if (g.sw == 1) {
+            grad_weight_nhwc_rows_3x3<1>(go, in, is, p, g, cols, r_begin, r_end);
+          } else {
+            grad_weight_nhwc_rows_3x3<2>(go, in, is, p, g, cols, r_begin, r_end);
+          }
+          continue;
+        }
+      }
+      grad_weight_nhwc_rows(go, in, is, p, g, r_begin, r_end);
     }
   });
-  for (int64_t t = 0; t <= g.taps(); ++t) {
-    for (int64_t c = 0; c < g.c; ++c) {
-      double s = 0.0;
-      for (int64_t chunk = 0; chunk < chunks; ++chunk) s += partial[chunk * width + t * g.c + c];
-      if (t < g.taps()) {
-        gw[c * g.taps() + t] = static_cast<acc_t>(s);
-      } else if (gb) {
-        gb[c] = static_cast<acc_t>(s);
-      }
-    }
+  std::vector<double> sum(width, 0.0);
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const acc_t* const p = partial + chunk * width;
+    for (int64_t i = 0; i < width; ++i) sum[i] += p[i];
+  }
+  for (int64_t t = 0; t < g.taps(); ++t) {
+    for (int64_t c = 0; c < g.c; ++c) gw[c * g.taps() + t] = static_cast<acc_t>(sum[t * g.c + c]);
+  }
+  if (gb) {
+    for (int64_t c = 0; c < g.c; ++c) gb[c] = static_cast<acc_t>(sum[g.taps() * g.c + c]);
   }
 }
 
