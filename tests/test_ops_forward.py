@@ -116,6 +116,27 @@ def test_channel_shuffle_every_group_count_channels_last(channels, dtype, layout
         torch.testing.assert_close(back, x, rtol=0, atol=0)
 
 
+# Eight groups of at least eight channels (the V1 g8 shuffles) run as 8x8
+# register transposes of 32-bit values, the last block of a pixel overlapping the
+# one before when C/8 is not a multiple of 8; dense tensors take a direct path
+# (planes or pixels), slices the general gather: each width, both layouts, odd
+# pixel counts, the inverse shuffle and concat_shuffle's two-operand rows.
+@pytest.mark.parametrize("channels", [64, 96, 104, 136, 192, 384])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "slice_cl"])
+@pytest.mark.parametrize("batch,hw", [(1, 1), (3, 5), (2, 7)])
+def test_channel_shuffle_eight_groups(channels, dtype, layout, batch, hw):
+    x = make_input((batch, channels, hw, hw), layout, dtype)
+    out = torch.ops.shufflenet.channel_shuffle(x, 8)
+    torch.testing.assert_close(out, reference.channel_shuffle(x, 8), rtol=0, atol=0)
+    assert_layout_kept(out, x)
+    back = torch.ops.shufflenet.channel_shuffle(out, channels // 8)
+    torch.testing.assert_close(back, x, rtol=0, atol=0)
+    a, b = x[:, : channels // 2], x[:, channels // 2 :]
+    out = torch.ops.shufflenet.concat_shuffle(a, b, 8)
+    torch.testing.assert_close(out, reference.concat_shuffle(a, b, 8), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("channels_a,channels_b", [(1, 1), (1, 2), (3, 5), (58, 58), (24, 48)])
 @pytest.mark.parametrize("layout_a", ["nchw", "channels_last"])
 @pytest.mark.parametrize("layout_b", ["nchw", "channels_last"])

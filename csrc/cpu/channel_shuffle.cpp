@@ -3,6 +3,7 @@
 // one of the sources", one pass over the data.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <c10/util/SmallVector.h>
 #include <torch/library.h>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "common/checks.h"
@@ -82,9 +84,12 @@ constexpr int64_t kMaxPlanStep = 16;
 
 // The plan of `table` for sources whose channels are contiguous in a pixel.
 PixelPlan plan_for_table(const std::vector<ChannelSource>& table) {
+  // Eight rows of at least eight values: 8x8 transposes in registers (32-bit
+  // values), ahead of the strided runs the same permutation also is.
+  PixelPlan rows = plan_interleave(table);
+  if (rows.kind == PixelPlanKind::kInterleave && rows.ways == 8 && rows.len >= 8) return rows;
   PixelPlan runs = plan_strided_runs(table);
   if (runs.kind != PixelPlanKind::kTable && runs.ways <= kMaxPlanStep) return runs;
-  PixelPlan rows = plan_interleave(table);
   if (rows.kind != PixelPlanKind::kTable && rows.ways <= kMaxPlanStep) return rows;
   return runs.kind != PixelPlanKind::kTable ? runs : rows;
 }
@@ -155,8 +160,79 @@ struct PixelSpan {
   int64_t pixels;
 };
 
+// Eight rows of eight 32-bit values, transposed in registers: out[j][a] =
+// row[a][j]. Three rounds of two-source shuffles (unpack, pair, half swap: the
+// AVX 8x8 transpose, 24 shuffles per 64 values), written with the vector
+// extension so that every multiversioned clone lowers them to its own
+// instructions.
+typedef uint32_t U32x8 __attribute__((vector_size(8 * sizeof(uint32_t))));
+
+C10_ALWAYS_INLINE void transpose_8x8(const U32x8 (&r)[8], U32x8 (&o)[8]) {
+  U32x8 t[8], u[8];
+  for (int a = 0; a < 8; a += 2) {
+    t[a] = __builtin_shufflevector(r[a], r[a + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[a + 1] = __builtin_shufflevector(r[a], r[a + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int a = 0; a < 8; a += 4) {
+    for (int h = 0; h < 2; ++h) {
+      u[a + 2 * h] = __builtin_shufflevector(t[a + h], t[a + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[a + 2 * h + 1] = __builtin_shufflevector(t[a + h], t[a + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    o[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    o[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// Interleave of 8 rows of len >= 8 32-bit values per pixel: blocks of 8 columns
+// go through transpose_8x8, the last block overlapping the one before when len
+// is not a multiple of 8 (it rewrites the same values).
+SHUFFLENET_CPU_MULTIVERSION void interleave8_u32_pixels(const PixelSpan<uint32_t>& span, int64_t len) {
+  for (int64_t p = 0; p < span.pixels; ++p) {
+    uint32_t* __restrict__ d = span.dst[0] + p * span.dst_stride[0];
+    const uint32_t* row[8];
+    for (int a = 0; a < 8; ++a) row[a] = span.src[a] + p * span.src_stride[a];
+    for (int64_t b = 0; b < len; b += 8) {
+      const int64_t c0 = std::min(b, len - 8);
+      U32x8 r[8], o[8];
+      for (int a = 0; a < 8; ++a) std::memcpy(&r[a], row[a] + c0, sizeof(U32x8));
+      transpose_8x8(r, o);
+      for (int j = 0; j < 8; ++j) std::memcpy(d + (c0 + j) * 8, &o[j], sizeof(U32x8));
+    }
+  }
+}
+
+// Interleave of 2 rows of len >= 8 32-bit values per pixel: per 8 columns, two
+// two-source shuffles (one vpermt2d each with AVX-512, unpack and lane swap
+// with AVX2) rather than widening moves, shifts and ors; the last block
+// overlaps the one before.
+SHUFFLENET_CPU_MULTIVERSION void interleave2_u32_pixels(const PixelSpan<uint32_t>& span, int64_t len) {
+  for (int64_t p = 0; p < span.pixels; ++p) {
+    uint32_t* __restrict__ d = span.dst[0] + p * span.dst_stride[0];
+    const uint32_t* lo = span.src[0] + p * span.src_stride[0];
+    const uint32_t* hi = span.src[1] + p * span.src_stride[1];
+    for (int64_t b = 0; b < len; b += 8) {
+      const int64_t c0 = std::min(b, len - 8);
+      U32x8 x, y;
+      std::memcpy(&x, lo + c0, sizeof x);
+      std::memcpy(&y, hi + c0, sizeof y);
+      const U32x8 o0 = __builtin_shufflevector(x, y, 0, 8, 1, 9, 2, 10, 3, 11);
+      const U32x8 o1 = __builtin_shufflevector(x, y, 4, 12, 5, 13, 6, 14, 7, 15);
+      std::memcpy(d + 2 * c0, &o0, sizeof o0);
+      std::memcpy(d + 2 * c0 + 8, &o1, sizeof o1);
+    }
+  }
+}
+
 template <typename T, int kWays>
 SHUFFLENET_CPU_MULTIVERSION void interleave_pixels(const PixelSpan<T>& span, int64_t ways, int64_t len) {
+  if constexpr (kWays == 8 && std::is_same_v<T, uint32_t>) {
+    if (len >= 8) return interleave8_u32_pixels(span, len);
+  }
+  if constexpr (kWays == 2 && std::is_same_v<T, uint32_t>) {
+    if (len >= 8) return interleave2_u32_pixels(span, len);
+  }
   for (int64_t p = 0; p < span.pixels; ++p) {
     T* __restrict__ d = span.dst[0] + p * span.dst_stride[0];
     if constexpr (kWays == 2 && sizeof(T) <= 4) {
@@ -494,6 +570,85 @@ void gather_into(const std::vector<at::Tensor>& dsts, const std::vector<at::Tens
   }
 }
 
+// ---- channel_shuffle of a dense tensor --------------------------------------
+// The common case (a dense NCHW or channels-last tensor) skips gather_into's
+// general bookkeeping (views, vectors of per-channel pointers, an allocation
+// per vector), which at batch 1 costs as much as moving a late-stage map:
+// planes and pixels follow each other, so plain offsets locate everything.
+
+// Elements per parallel task: tasks are split over the threads from 32 KiB of
+// float32 on (PyTorch's kernel splits any size), so that at batch 1 two
+// threads share the late-stage maps too, while the tiniest maps stay on one.
+constexpr int64_t kDenseGrain = 1 << 13;
+
+// Output planes [begin, end) of the flattened (n, c) range: output plane
+// o = i * groups + g of image n copies input plane g * (channels / groups) + i.
+template <typename T>
+SHUFFLENET_CPU_MULTIVERSION void shuffle_planes_dense(const T* src, T* dst, int64_t channels, int64_t groups,
+                                                      int64_t plane, int64_t begin, int64_t end) {
+  const int64_t per_group = channels / groups;
+  const int64_t o = begin % channels;  // divisions once per task, not per plane
+  int64_t i = o / groups, g = o % groups;
+  const T* image = src + (begin / channels) * channels * plane;
+  T* d = dst + begin * plane;
+  for (int64_t k = begin; k < end; ++k, d += plane) {
+    copy_values(d, image + (g * per_group + i) * plane, plane);
+    if (++g == groups) {
+      g = 0;
+      if (++i == per_group) {
+        i = 0;
+        image += channels * plane;
+      }
+    }
+  }
+}
+
+// Pixels [begin, end) of dense pixel-major data (`channels` values per pixel)
+// through `plan` (not a table): row / run r reads from the pixel's channel
+// plan.starts[r].channel; strided run r writes from channel r * plan.len.
+template <typename T>
+void shuffle_pixels_dense(const T* src, T* dst, int64_t channels, const PixelPlan& plan, int64_t begin, int64_t end) {
+  const int64_t rows = static_cast<int64_t>(plan.starts.size());
+  const int64_t dst_rows = plan.kind == PixelPlanKind::kStridedRuns ? rows : 1;
+  c10::SmallVector<const T*, 16> s(rows);
+  c10::SmallVector<T*, 16> d(dst_rows);
+  const c10::SmallVector<int64_t, 16> stride(rows, channels);
+  for (int64_t r = 0; r < rows; ++r) s[r] = src + begin * channels + plan.starts[r].channel;
+  for (int64_t r = 0; r < dst_rows; ++r) d[r] = dst + begin * channels + r * plan.len;
+  run_pixel_plan(plan, PixelSpan<T>{d.data(), stride.data(), s.data(), stride.data(), end - begin});
+}
+
+// `out` = channel_shuffle(input, groups) for input and out dense in the same
+// memory format, neither empty; false (nothing written) when the permutation
+// has no pixel plan (a table: the general gather handles it).
+bool shuffle_dense(const at::Tensor& input, at::Tensor& out, int64_t groups, const GatherTable& gather,
+                   at::MemoryFormat format) {
+  const int64_t n = input.size(0), channels = input.size(1), s = input.numel() / (n * channels);
+  // NCHW planes of one value are pixel-major too.
+  const bool planar = format == at::MemoryFormat::Contiguous && s > 1;
+  if (!planar && gather.plan.kind == PixelPlanKind::kTable) return false;
+  const auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* src = static_cast<const T*>(input.const_data_ptr());
+    T* dst = static_cast<T*>(out.mutable_data_ptr());
+    if (planar) {
+      at::parallel_for(0, n * channels, std::max<int64_t>(1, kDenseGrain / s), [&](int64_t begin, int64_t end) {
+        shuffle_planes_dense(src, dst, channels, groups, s, begin, end);
+      });
+    } else {
+      at::parallel_for(0, n * s, std::max<int64_t>(1, kDenseGrain / channels), [&](int64_t begin, int64_t end) {
+        shuffle_pixels_dense(src, dst, channels, gather.plan, begin, end);
+      });
+    }
+  };
+  switch (input.element_size()) {
+    case 2: run(uint16_t{}); return true;
+    case 4: run(uint32_t{}); return true;
+    case 8: run(uint64_t{}); return true;
+    default: return false;
+  }
+}
+
 const GatherTable& shuffle_table(int64_t channels, int64_t groups) {
   return cached_table(TableKind::kShuffle, channels, groups, 0, [&](int64_t c) {
     return ChannelSource{0, shuffle_source_channel(c, channels, groups)};
@@ -538,8 +693,12 @@ std::tuple<at::Tensor, at::Tensor> concat_shuffle_backward_cpu(
 at::Tensor channel_shuffle_cpu(const at::Tensor& input, int64_t groups) {
   check_channel_shuffle_args(input, groups);
   const int64_t channels = input.size(1);
-  at::Tensor out = empty_in_format(input.sizes(), input, output_memory_format(input));
+  const at::MemoryFormat format = output_memory_format(input);
+  // The CPU allocation itself, not at::empty's trip through the dispatcher.
+  at::Tensor out = at::detail::empty_cpu(input.sizes(), input.scalar_type(), false, format);
+  if (out.numel() == 0) return out;
   const GatherTable& table = shuffle_table(channels, groups);
+  if (input.is_contiguous(format) && shuffle_dense(input, out, groups, table, format)) return out;
   gather_into({out}, {input}, table);
   return out;
 }
