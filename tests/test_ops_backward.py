@@ -240,6 +240,17 @@ def test_depthwise_conv2d_grad_narrow_planes(impl, hw, stride, kernel, padding, 
     _compare(*_depthwise_grads(impl, case, layout, dtype, True, True), tol)
 
 
+# Large batches of NCHW planes: the CPU's float weight gradient keeps vector partial
+# sums across several images and adds them into double totals every few hundred
+# products per lane, so batches this large add several groups of images per channel
+# (narrow flat planes, 14x14 and 28x28 planes of the row kernel).
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("hw,stride", [(7, 1), (14, 2), (14, 1), (28, 1), (28, 2)])
+def test_depthwise_conv2d_grad_weight_large_batch(impl, hw, stride):
+    case = DepthwiseCase(133, 3, hw, 3, stride, 1, 1, "large-batch")
+    _compare(*_depthwise_grads(impl, case, "nchw", torch.float32, True, False), GRAD_TOL)
+
+
 # An inf in the input reaches only the weight-gradient taps that read it: the
 # columns a flat plane computes past each row's end (which read the next row's
 # first inputs) must not turn 0 * inf into NaN in the other taps.

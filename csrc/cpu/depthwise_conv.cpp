@@ -10,7 +10,7 @@
 //
 // NCHW: one task per (n, c) plane, each output row computed from up to K input
 //   rows; rows outside the input point at a row of zeros. Planes too narrow to
-//   fill a vector per row (7x7, 14x14 with stride 2) run, in float, as "flat
+//   fill a vector per row (7x7 and 14x14 outputs) run, in float, as "flat
 //   phase planes": the padded plane split by stride phase so that the whole
 //   plane is one 1-D convolution whose vectors span several rows.
 // channels_last: one task per output row; per block of 16 channels (32 for
@@ -59,6 +59,12 @@ constexpr int64_t kWeightGradChunks = 64;
 // registers, so few chunks keep the final reduction small; still several per
 // thread for balance.
 constexpr int64_t kWeightGradChunks3x3 = 16;
+// The float weight-gradient kernels (NCHW) keep vector partial sums across
+// images and add them into double totals after about this many products per lane
+// (a whole number of images, at least one): the horizontal sums then run once
+// per channel rather than once per image, and no lane sums more than this many
+// products in float. Depends only on the shape, never on the thread count.
+constexpr int64_t kWeightGradLaneProducts = 256;
 // Channels accumulated together in registers (channels_last).
 constexpr int64_t kChannelBlock = 16;
 constexpr int64_t kMaxTaps = kMaxDepthwiseKernel * kMaxDepthwiseKernel;
@@ -254,13 +260,14 @@ SHUFFLENET_CPU_MULTIVERSION void forward_nchw_planes(const Pass<scalar_t, acc_t>
 // positions stay zero.
 
 constexpr int64_t kFlatBlock = 4;  // vectors accumulated together
+constexpr int64_t kFlatTail = 2;   // the vectors of a plane are a multiple of this
 
 struct FlatPlan {
   int64_t s = 1;             // stride of the phase split
   int64_t q = 0;             // pitch of a phase plane (and of the flat outputs)
   int64_t phase_stride = 0;  // floats from one phase plane to the next
   int64_t length = 0;        // flat outputs: (output rows - 1) * q + output columns
-  int64_t vecs = 0;          // vectors covering `length`, rounded up to kFlatBlock
+  int64_t vecs = 0;          // vectors covering `length`, rounded up to kFlatTail
   int64_t buffer = 0;        // floats in the input buffer, with slack for reads past the end
   int64_t taps = 0;
   std::array<int64_t, kMaxTaps> off{};  // per tap: buffer offset of flat output 0's input
@@ -276,7 +283,7 @@ FlatPlan flat_plan(int64_t s, int64_t q, int64_t rows, int64_t out_rows, int64_t
   // A row is filled with whole vectors: up to kFloatLanes floats past a phase's end.
   f.phase_stride = rows * q + kFloatLanes;
   f.length = (out_rows - 1) * q + out_cols;
-  f.vecs = ceil_div(ceil_div(f.length, kFloatLanes), kFlatBlock) * kFlatBlock;
+  f.vecs = ceil_div(ceil_div(f.length, kFloatLanes), kFlatTail) * kFlatTail;
   f.buffer = s * s * f.phase_stride + f.vecs * kFloatLanes + kFloatLanes;
   f.taps = taps;
   return f;
@@ -312,12 +319,15 @@ FlatPlan grad_input_flat_plan(const Geometry& g) {
 }
 
 // Whether the flat planes take fewer vectors than one vector block per output row
-// (forward_nchw_planes), i.e. the plane is narrow. Equal strides only.
+// (forward_nchw_planes), i.e. the plane is narrow; or as many, with rows of one
+// vector each (14x14 outputs): there the flat planes' vector fill and pipelined
+// stages outrun the per-row path at batch 1 and 8 alike. Equal strides only.
 bool use_flat_planes(const Geometry& g) {
   if (g.sh != g.sw) return false;
   const int64_t per_row = g.wo > kFloatLanes ? 2 * ceil_div(g.wo, 2 * kFloatLanes) : 1;
   const int64_t q = ceil_div(g.w + 2 * g.pw, g.sw);
-  return ceil_div((g.ho - 1) * q + g.wo, kFloatLanes) < g.ho * per_row;
+  const int64_t flat = ceil_div((g.ho - 1) * q + g.wo, kFloatLanes), rows = g.ho * per_row;
+  return flat < rows || (g.wo <= kFloatLanes && flat == rows);
 }
 
 // src[0, count) as floats, zero in the other lanes (count in [1, kFloatLanes]);
@@ -352,6 +362,32 @@ C10_ALWAYS_INLINE void store_floats_upto(scalar_t* dst, FloatVec v, int64_t coun
 template <typename scalar_t>
 C10_ALWAYS_INLINE void fill_flat(const scalar_t* ip, int64_t span, int64_t row_stride, int64_t h, int64_t w,
                                  int64_t ph, int64_t pw, const FlatPlan& f, float* buf) {
+  // Rows of at most one vector (two with stride 2) with a whole vector readable
+  // past every row's start: one unchecked masked load per vector.
+  if (w <= f.s * kFloatLanes && f.s <= 2 && span >= (h - 1) * row_stride + 2 * kFloatLanes) {
+    const I32Vec lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const auto in0 = lane < static_cast<int32_t>(w);
+    if (f.s == 1) {
+      float* dst = buf + ph * f.q + pw;
+      for (int64_t ih = 0; ih < h; ++ih) {
+        store_floats(dst + ih * f.q, in0 ? load_floats(ip + ih * row_stride) : FloatVec{});
+      }
+      return;
+    }
+    const auto in1 = lane < static_cast<int32_t>(w - kFloatLanes);
+    for (int64_t ih = 0; ih < h; ++ih) {
+      const scalar_t* src = ip + ih * row_stride;
+      const int64_t r = ih + ph;
+      float* row = buf + (r % 2) * 2 * f.phase_stride + (r / 2) * f.q;
+      const FloatVec x0 = in0 ? load_floats(src) : FloatVec{};
+      const FloatVec x1 = in1 ? load_floats(src + kFloatLanes) : FloatVec{};
+      store_floats(row + (pw % 2) * f.phase_stride + pw / 2,
+                   __builtin_shufflevector(x0, x1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+      store_floats(row + ((pw + 1) % 2) * f.phase_stride + (pw + 1) / 2,
+                   __builtin_shufflevector(x0, x1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+    }
+    return;
+  }
   for (int64_t ih = 0; ih < h; ++ih) {
     const scalar_t* src = ip + ih * row_stride;
     const int64_t readable = span - ih * row_stride;
@@ -387,21 +423,43 @@ C10_ALWAYS_INLINE void fill_flat(const scalar_t* ip, int64_t span, int64_t row_s
   }
 }
 
-// res[i] = bias + sum_t w[t] * buf[off[t] + i] for the f.vecs vectors of flat outputs
-// (kTaps: the tap count as a constant, 0 to read it from f).
+// res[i] = bias + sum_t w[t] * buf[off[t] + i] for the B vectors of flat outputs
+// from i0. With the taps known (kTaps > 0), two sets of accumulators (taps
+// [0, half) and [half, taps)) so that twice as many independent multiply-add
+// chains are in flight.
+template <int64_t B, int64_t kTaps>
+C10_ALWAYS_INLINE void flat_conv_block(const float* buf, const int64_t* off, int64_t taps, const float* w,
+                                       float bias, float* res, int64_t i0) {
+  constexpr int64_t half = kTaps >= 4 ? kTaps / 2 : 0;
+  FloatVec acc[B], acc2[B];
+  for (int64_t v = 0; v < B; ++v) acc[v] = FloatVec{} + bias;
+  for (int64_t v = 0; v < B; ++v) acc2[v] = FloatVec{};
+  for (int64_t t = 0; t < (half ? half : taps); ++t) {
+    const float wt = w[t];
+    const float* src = buf + off[t] + i0;
+    for (int64_t v = 0; v < B; ++v) acc[v] += wt * load_floats(src + v * kFloatLanes);
+  }
+  for (int64_t t = half; half && t < taps; ++t) {
+    const float wt = w[t];
+    const float* src = buf + off[t] + i0;
+    for (int64_t v = 0; v < B; ++v) acc2[v] += wt * load_floats(src + v * kFloatLanes);
+  }
+  for (int64_t v = 0; v < B; ++v) store_floats(res + i0 + v * kFloatLanes, half ? acc[v] + acc2[v] : acc[v]);
+}
+
+// The f.vecs vectors of flat outputs: blocks of kFlatBlock, then one of
+// kFlatTail (kTaps: the tap count as a constant, 0 to read it from f).
 template <int64_t kTaps>
 C10_ALWAYS_INLINE void flat_conv(const float* buf, const FlatPlan& f, const float* w, float bias, float* res) {
   const int64_t taps = kTaps ? kTaps : f.taps;
-  for (int64_t i0 = 0; i0 < f.vecs * kFloatLanes; i0 += kFlatBlock * kFloatLanes) {
-    FloatVec acc[kFlatBlock];
-    for (int64_t v = 0; v < kFlatBlock; ++v) acc[v] = FloatVec{} + bias;
-    for (int64_t t = 0; t < taps; ++t) {
-      const float wt = w[t];
-      const float* src = buf + f.off[t] + i0;
-      for (int64_t v = 0; v < kFlatBlock; ++v) acc[v] += wt * load_floats(src + v * kFloatLanes);
-    }
-    for (int64_t v = 0; v < kFlatBlock; ++v) store_floats(res + i0 + v * kFloatLanes, acc[v]);
+  std::array<int64_t, kTaps ? kTaps : kMaxTaps> off;
+  for (int64_t t = 0; t < taps; ++t) off[t] = f.off[t];
+  const int64_t n = f.vecs * kFloatLanes;
+  int64_t i0 = 0;
+  for (; i0 + kFlatBlock * kFloatLanes <= n; i0 += kFlatBlock * kFloatLanes) {
+    flat_conv_block<kFlatBlock, kTaps>(buf, off.data(), taps, w, bias, res, i0);
   }
+  if (i0 < n) flat_conv_block<kFlatTail, kTaps>(buf, off.data(), taps, w, bias, res, i0);
 }
 
 // The ho x wo dense plane `out` from flat outputs of pitch q (ReLU optional). Rows
@@ -411,6 +469,11 @@ C10_ALWAYS_INLINE void flat_conv(const float* buf, const FlatPlan& f, const floa
 template <typename scalar_t>
 C10_ALWAYS_INLINE void store_flat(const float* res, int64_t q, int64_t ho, int64_t wo, bool relu, scalar_t* out,
                                   int64_t total) {
+  if (wo <= kFloatLanes && total >= ho * wo + kFloatLanes) {
+    // One unchecked vector per row.
+    for (int64_t oh = 0; oh < ho; ++oh) store_floats(out + oh * wo, relu_vec(load_floats(res + oh * q), relu));
+    return;
+  }
   for (int64_t oh = 0; oh < ho; ++oh) {
     for (int64_t ow = 0; ow < wo; ow += kFloatLanes) {
       const int64_t at = oh * wo + ow;
@@ -829,6 +892,8 @@ SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_flat(const scalar_t* go /*dense
   // grad_output columns [ow_lo, ow_hi) land inside the buffer's columns.
   const int64_t ow_lo = left >= 0 ? 0 : ceil_div(-left, g.sw);
   const int64_t ow_hi = std::min(g.wo, ceil_div(f.q - left, g.sw));
+  const int64_t go_span = g.n * g.c * g.ho * g.wo;
+  constexpr int64_t kHalf = kFloatLanes / 2;
   pipelined(
       begin, end,
       [&](int64_t plane, int k) SHUFFLENET_INLINE_LAMBDA {
@@ -837,6 +902,19 @@ SHUFFLENET_CPU_MULTIVERSION void grad_input_nchw_flat(const scalar_t* go /*dense
           const int64_t r = oh * g.sh + top;
           if (r < 0 || r >= rows) continue;
           float* dst = buf[k] + r * f.q;
+          if (g.sw == 2) {
+            // Whole vectors of grad_output values interleaved with zeros. The zero
+            // lanes past the row's last value land on positions that hold zero or
+            // on later rows, which are written after this one.
+            const int64_t at = plane * g.ho * g.wo + oh * g.wo + ow_lo;
+            for (int64_t j = 0; j < ow_hi - ow_lo; j += kHalf) {
+              const FloatVec x = load_floats_upto(go + at + j, std::min(kHalf, ow_hi - ow_lo - j), go_span - at - j);
+              const FloatVec zero{};
+              store_floats(dst + (ow_lo + j) * 2 + left,
+                           __builtin_shufflevector(x, zero, 0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16));
+            }
+            continue;
+          }
           for (int64_t ow = ow_lo; ow < ow_hi; ++ow) dst[ow * g.sw + left] = static_cast<float>(gp[oh * g.wo + ow]);
         }
       },
@@ -1020,8 +1098,9 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels(const scalar_t* go /*
 
 // Float accumulation on vectors: per image, the plane is copied into a zero-padded
 // buffer (as in the forward pass) and each tap keeps a vector of partial sums of
-// grad_output * input across a row block; the lanes are summed into double
-// totals once per image, in a fixed order.
+// grad_output * input across a row block and several images
+// (kWeightGradLaneProducts); the lanes are summed into double totals once per
+// group of images, in a fixed order.
 template <typename scalar_t, typename Shape>
 SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* go /*dense NCHW*/, const scalar_t* in,
                                                                Strides4 is, float* gw /*[C, taps]*/,
@@ -1033,6 +1112,9 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
   float* const padded = thread_scratch<float, 0>((g.h + 2 * g.ph) * pitch, 0.f);
   float* const grow = thread_scratch<float, 1>(wo_pad, 0.f);  // one grad_output row; the tail stays zero
   std::vector<double> total(g.taps() + 1);
+  const int64_t images_per_sum = std::max<int64_t>(1, kWeightGradLaneProducts / (g.ho * (wo_pad / kFloatLanes)));
+  FloatVec acc[Shape::kTapBound] = {};
+  FloatVec acc_bias{};
   for (int64_t c = begin; c < end; ++c) {
     std::fill(total.begin(), total.end(), 0.0);
     for (int64_t n = 0; n < g.n; ++n) {
@@ -1042,9 +1124,10 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
         const scalar_t* src = ip + ih * is.h;
         for (int64_t iw = 0; iw < g.w; ++iw) dst[iw] = static_cast<float>(src[iw]);
       }
-      FloatVec acc[Shape::kTapBound];
-      for (int64_t t = 0; t < kh_n * kw_n; ++t) acc[t] = FloatVec{};
-      FloatVec acc_bias{};
+      if (n % images_per_sum == 0) {
+        for (int64_t t = 0; t < kh_n * kw_n; ++t) acc[t] = FloatVec{};
+        acc_bias = FloatVec{};
+      }
       const scalar_t* gp = go + (n * g.c + c) * g.ho * g.wo;
       for (int64_t oh = 0; oh < g.ho; ++oh) {
         for (int64_t ow = 0; ow < g.wo; ++ow) grow[ow] = static_cast<float>(gp[oh * g.wo + ow]);
@@ -1063,6 +1146,7 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
           }
         }
       }
+      if ((n + 1) % images_per_sum != 0 && n + 1 < g.n) continue;
       for (int64_t t = 0; t < kh_n * kw_n; ++t) total[t] += sum_lanes(acc[t]);
       total[g.taps()] += sum_lanes(acc_bias);
     }
@@ -1074,8 +1158,9 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_channels_vec(const scalar_t* g
 // Flat planes (forward_flat_plan): per image, the input plane fills the phase
 // buffer as in the forward pass and the grad_output plane a buffer of the flat
 // outputs' pitch (zero past each row), and each tap keeps a vector of partial
-// sums of grad_output * input; the lanes are summed into double totals once per
-// image, in a fixed order.
+// sums of grad_output * input across several images (kWeightGradLaneProducts);
+// the lanes are summed into double totals once per group of images, in a fixed
+// order.
 template <typename scalar_t, int64_t kTaps>
 SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_flat(const scalar_t* go /*dense NCHW*/, const scalar_t* in,
                                                        Strides4 is, float* gw /*[C, taps]*/, float* gb /*[C] or null*/,
@@ -1093,6 +1178,9 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_flat(const scalar_t* go /*dens
   FlatPlan gplan = f;  // grad_output rows: one phase of pitch q
   gplan.s = 1;
   std::array<double, kMaxTaps + 1> total{};
+  const int64_t images_per_sum = std::max<int64_t>(1, kWeightGradLaneProducts / f.vecs);
+  FloatVec acc[kTaps ? kTaps : kMaxTaps] = {};
+  FloatVec acc_bias{};
   const int64_t in_span = span_of(is, g), go_span = g.n * g.c * g.ho * g.wo;
   // Items: (channel, image) pairs, images innermost.
   pipelined(
@@ -1106,15 +1194,17 @@ SHUFFLENET_CPU_MULTIVERSION void grad_weight_nchw_flat(const scalar_t* go /*dens
       [&](int64_t item, int k) SHUFFLENET_INLINE_LAMBDA {
         const int64_t c = item / g.n, n = item % g.n;
         if (n == 0) std::fill(total.begin(), total.end(), 0.0);
-        FloatVec acc[kTaps ? kTaps : kMaxTaps];
-        for (int64_t t = 0; t < taps; ++t) acc[t] = FloatVec{};
-        FloatVec acc_bias{};
+        if (n % images_per_sum == 0) {
+          for (int64_t t = 0; t < taps; ++t) acc[t] = FloatVec{};
+          acc_bias = FloatVec{};
+        }
         for (int64_t i0 = 0; i0 < flat; i0 += kFloatLanes) {
           const FloatVec gv = load_floats(gbuf[k] + i0);
           const auto real = load_floats(valid + i0) != 0.f;
           acc_bias += gv;
-          for (int64_t t = 0; t < taps; ++t) acc[t] += real ? gv * load_floats(buf[k] + f.off[t] + i0) : FloatVec{};
+          for (int64_t t = 0; t < taps; ++t) acc[t] = real ? acc[t] + gv * load_floats(buf[k] + f.off[t] + i0) : acc[t];
         }
+        if ((n + 1) % images_per_sum != 0 && n + 1 < g.n) return;
         for (int64_t t = 0; t < taps; ++t) total[t] += sum_lanes(acc[t]);
         total[taps] += sum_lanes(acc_bias);
         if (n + 1 < g.n) return;
