@@ -9,8 +9,10 @@
 //   fused. groups == 1: the shuffle permutes output channels only, so it is
 //   moved into the weight rows and bias; groups > 1: the grouped convolution,
 //   then the channels_last channel shuffle. Taken for channels_last when the
-//   work outweighs its fixed cost per call, and for half types (which it
-//   computes natively, rounding once).
+//   work outweighs its fixed cost per call, for NCHW 7x7 planes at batch > 1
+//   with two or more threads (ATen's convolution; the ReLU then in place or in
+//   the shuffle's pass), and for half types (which it computes natively,
+//   rounding once).
 // * GEMM: BLAS through ATen (at::mm_out on strided views, so nothing is
 //   copied); what is ours is where each group's output lands:
 //   - NCHW: conv channel oc goes to plane shuffle_dest_channel(oc). Inside one
@@ -26,9 +28,14 @@
 //     channel-shuffled into the output, and bias and ReLU follow on the output
 //     rows.
 //   Half types with a bias (and float16 always) run it in float32 and round once.
-// Backward, groups == 1: grad_output stays in output order and the weight rows
-// are permuted instead of un-shuffling grad_output; grad_weight and grad_bias
-// rows are permuted back at the end.
+// Backward: grad_output is brought to conv channel order with the ReLU mask
+// applied in one pass (gather_channels), then either oneDNN's convolution
+// backward through ATen (float32 with two or more threads where BLAS's per-group
+// GEMMs lose, see backward_uses_conv_backward; all of it when
+// SHUFFLENET_CPU_POINTWISE=onednn) or the GEMMs. GEMMs with groups == 1:
+// grad_output stays in output order and the weight rows are permuted instead of
+// un-shuffling grad_output; grad_weight and grad_bias rows are permuted back at
+// the end.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>

@@ -106,8 +106,7 @@ bool onednn_conv_usable(at::ScalarType dtype) {
 
 at::Tensor onednn_conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t groups, bool relu) {
   try {
-    const bool exp_conv = std::getenv("SHUFFLENET_PW_EXP") != nullptr;
-    if (exp_conv || x.suggest_memory_format() != at::MemoryFormat::ChannelsLast) {
+    if (x.suggest_memory_format() != at::MemoryFormat::ChannelsLast) {
       // NCHW: _convolution_pointwise reorders input and output to channels_last
       // around its kernel; ATen's convolution (oneDNN's for half types, and for
       // float32 where ATen picks it) keeps NCHW and measured faster, 0.53 vs
