@@ -143,6 +143,8 @@ AUTO_CASES = [
     ("nchw", 2, (7, 7), 8, 8, 32, 64, True),
     ("nchw", 2, (7, 7), 8, 1, 32, 64, False),
     ("nchw", 3, (7, 5), 1, 1, 370, 370, True),
+    # channels_last g=8 on 7x7 at batch > 1, enough work: oneDNN's grouped conv, then the shuffle
+    ("channels_last", 5, (7, 7), 8, 8, 768, 1536, True),
     # ungrouped channels_last on few pixels: register tiles
     ("channels_last", 1, (28, 28), 1, 1, 40, 56, True),
     ("channels_last", 4, (7, 7), 1, 1, 24, 40, False),
