@@ -104,21 +104,72 @@ def test_backward_routes(route, groups, shuffle_groups, c_in, c_out, dtype, layo
     w = (torch.randn(c_out, c_in // groups, 1, 1) / (c_in // groups) ** 0.5).to(dtype)
     b = torch.randn(c_out).to(dtype)
     for relu in (False, True):
-        xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
-        out = shufflenet_kernels.functional.pointwise_conv(xs, ws, bs, groups, shuffle_groups, relu)
-        go = torch.randn_like(out)
-        out.backward(go)
-        x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
-        ref = reference.pointwise_conv(x64, w64, b64, groups, shuffle_groups, relu)
-        # The ReLU mask is taken from the kernel's own output (a rounding apart
-        # from the reference's for half types at values near 0).
-        ref.backward(go.double() * (out.detach().double() > 0) if relu else go.double())
-        # Gradients sum over up to C_out or N*H*W terms.
-        tol = {k: v * 4 for k, v in TOL[dtype].items()}
-        assert xs.grad.stride() == _expected_strides(x.shape, x)
-        torch.testing.assert_close(xs.grad.double(), x64.grad, **tol)
-        torch.testing.assert_close(ws.grad.double(), w64.grad, **{k: v * 10 for k, v in tol.items()})
-        torch.testing.assert_close(bs.grad.double(), b64.grad, **{k: v * 10 for k, v in tol.items()})
+        _check_gradients(x, w, b, groups, shuffle_groups, relu)
+
+
+def _check_gradients(x, w, b, groups, shuffle_groups, relu):
+    """Autograd through the op against the float64 reference."""
+    dtype = x.dtype
+    xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    out = shufflenet_kernels.functional.pointwise_conv(xs, ws, bs, groups, shuffle_groups, relu)
+    go = torch.randn_like(out)
+    out.backward(go)
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = reference.pointwise_conv(x64, w64, b64, groups, shuffle_groups, relu)
+    # The ReLU mask is taken from the kernel's own output (a rounding apart
+    # from the reference's for half types at values near 0).
+    ref.backward(go.double() * (out.detach().double() > 0) if relu else go.double())
+    # Gradients sum over up to C_out or N*H*W terms.
+    tol = {k: v * 4 for k, v in TOL[dtype].items()}
+    assert xs.grad.stride() == _expected_strides(x.shape, x)
+    torch.testing.assert_close(xs.grad.double(), x64.grad, **tol)
+    torch.testing.assert_close(ws.grad.double(), w64.grad, **{k: v * 10 for k, v in tol.items()})
+    torch.testing.assert_close(bs.grad.double(), b64.grad, **{k: v * 10 for k, v in tol.items()})
+
+
+# float32 cases the automatic choice routes by size and thread count, larger than the
+# route tests above: (layout, n, hw, groups, shuffle_groups, c_in, c_out, relu).
+AUTO_CASES = [
+    # backward through oneDNN's convolution_backward (channels_last, no shuffle, many pixels)
+    ("channels_last", 2, (28, 28), 1, 1, 16, 24, True),
+    ("channels_last", 2, (28, 28), 3, 1, 12, 24, False),
+    ("channels_last", 1, (28, 28), 8, 1, 16, 32, False),
+    # backward GEMMs after the ReLU mask and un-shuffle (short and long runs per group)
+    ("channels_last", 2, (28, 28), 3, 3, 12, 24, True),
+    ("channels_last", 2, (14, 14), 2, 2, 64, 64, True),
+    ("nchw", 2, (5, 5), 3, 3, 12, 24, True),
+    # NCHW 7x7 at batch > 1: forward through ATen's convolution (the ReLU in the
+    # shuffle's pass), backward through convolution_backward
+    ("nchw", 2, (7, 7), 8, 8, 32, 64, True),
+    ("nchw", 2, (7, 7), 8, 1, 32, 64, False),
+    ("nchw", 3, (7, 5), 1, 1, 370, 370, True),
+    # channels_last g=8 on 7x7 at batch > 1, enough work: oneDNN's grouped conv, then the shuffle
+    ("channels_last", 5, (7, 7), 8, 8, 768, 1536, True),
+    # ungrouped channels_last on few pixels: register tiles
+    ("channels_last", 1, (28, 28), 1, 1, 40, 56, True),
+    ("channels_last", 4, (7, 7), 1, 1, 24, 40, False),
+]
+
+
+@pytest.mark.parametrize("layout,n,hw,groups,shuffle_groups,c_in,c_out,relu", AUTO_CASES)
+@pytest.mark.parametrize("channel_slice", [False, True], ids=["dense", "slice"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_auto_route_sizes(monkeypatch, layout, n, hw, groups, shuffle_groups, c_in, c_out, relu, channel_slice,
+                          threads):
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = _input(n, c_in, hw, layout, channel_slice, torch.float32)
+        w = torch.randn(c_out, c_in // groups, 1, 1) / (c_in // groups) ** 0.5
+        b = torch.randn(c_out)
+        out = torch.ops.shufflenet.pointwise_conv(x, w, b, groups, shuffle_groups, relu)
+        assert out.stride() == _expected_strides(out.shape, x)
+        torch.testing.assert_close(out.double(), _reference64(x, w, b, groups, shuffle_groups, relu),
+                                   **TOL[torch.float32])
+        _check_gradients(x, w, b, groups, shuffle_groups, relu)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("groups,shuffle_groups", [(1, 2), (1, 3), (3, 3)])

@@ -9,8 +9,10 @@
 //   fused. groups == 1: the shuffle permutes output channels only, so it is
 //   moved into the weight rows and bias; groups > 1: the grouped convolution,
 //   then the channels_last channel shuffle. Taken for channels_last when the
-//   work outweighs its fixed cost per call, and for half types (which it
-//   computes natively, rounding once).
+//   work outweighs its fixed cost per call, for NCHW 7x7 planes at batch > 1
+//   with two or more threads (ATen's convolution; the ReLU then in place or in
+//   the shuffle's pass), and for half types (which it computes natively,
+//   rounding once).
 // * GEMM: BLAS through ATen (at::mm_out on strided views, so nothing is
 //   copied); what is ours is where each group's output lands:
 //   - NCHW: conv channel oc goes to plane shuffle_dest_channel(oc). Inside one
@@ -26,9 +28,14 @@
 //     channel-shuffled into the output, and bias and ReLU follow on the output
 //     rows.
 //   Half types with a bias (and float16 always) run it in float32 and round once.
-// Backward, groups == 1: grad_output stays in output order and the weight rows
-// are permuted instead of un-shuffling grad_output; grad_weight and grad_bias
-// rows are permuted back at the end.
+// Backward: grad_output is brought to conv channel order with the ReLU mask
+// applied in one pass (gather_channels), then either oneDNN's convolution
+// backward through ATen (float32 with two or more threads where BLAS's per-group
+// GEMMs lose, see backward_uses_conv_backward; all of it when
+// SHUFFLENET_CPU_POINTWISE=onednn) or the GEMMs. GEMMs with groups == 1:
+// grad_output stays in output order and the weight rows are permuted instead of
+// un-shuffling grad_output; grad_weight and grad_bias rows are permuted back at
+// the end.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -274,6 +281,115 @@ void forward_nhwc_grouped(const at::Tensor& x, const at::Tensor& w2, const at::T
   }
 }
 
+// A channel permutation as two nested runs: for a < outer, b < inner, output
+// channel a*dst_outer + b*dst_inner reads channel a*src_outer + b*src_inner. The
+// channel shuffle (outer = groups, inner = C/groups; src (C/groups, 1), dst (1,
+// groups)), its inverse (src (1, groups), dst (C/groups, 1)) and the identity
+// (outer 1) all have this form, which keeps the loops below plain strided ones.
+struct ChannelMap {
+  int64_t outer, inner, src_outer, src_inner, dst_outer, dst_inner;
+};
+
+ChannelMap identity_map(int64_t c) { return {1, c, 0, 1, 0, 1}; }
+
+// The shuffle with `groups` groups over `c` channels, or (`inverse`) the map that
+// takes a shuffled tensor back to conv channel order.
+ChannelMap shuffle_map(int64_t c, int64_t groups, bool inverse) {
+  if (groups == 1) return identity_map(c);
+  const int64_t per_group = c / groups;
+  return inverse ? ChannelMap{groups, per_group, 1, groups, per_group, 1}
+                 : ChannelMap{groups, per_group, per_group, 1, 1, groups};
+}
+
+// out = f(src) on one run of `len` values, src and mask `src_step` apart, out
+// `dst_step` apart: f the ReLU when `relu`, else the ReLU mask of `mask` (zero where
+// mask <= 0, NaN passing, as threshold_backward) when it is given, else the identity.
+// kSrc / kDst: the steps as compile-time constants (0: read them at run time); a
+// constant step lets the compiler vectorise the strided loads or stores.
+template <typename scalar_t, int64_t kSrc, int64_t kDst>
+C10_ALWAYS_INLINE void map_run_steps(const scalar_t* __restrict src, const scalar_t* __restrict mask,
+                                     scalar_t* __restrict out, int64_t len, int64_t src_step, int64_t dst_step,
+                                     bool relu) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t ss = kSrc > 0 ? kSrc : src_step, ds = kDst > 0 ? kDst : dst_step;
+  if (mask != nullptr) {
+    for (int64_t i = 0; i < len; ++i) {
+      const scalar_t v = src[i * ss];
+      out[i * ds] = static_cast<acc_t>(mask[i * ss]) <= acc_t(0) ? scalar_t(0) : v;
+    }
+  } else if (relu) {
+    for (int64_t i = 0; i < len; ++i) out[i * ds] = static_cast<scalar_t>(relu_if(static_cast<acc_t>(src[i * ss]), true));
+  } else {
+    for (int64_t i = 0; i < len; ++i) out[i * ds] = src[i * ss];
+  }
+}
+
+template <typename scalar_t>
+SHUFFLENET_CPU_MULTIVERSION void map_run(const scalar_t* src, const scalar_t* mask, scalar_t* out, int64_t len,
+                                         int64_t src_step, int64_t dst_step, bool relu) {
+  // The steps of the shuffles of ShuffleNet (groups 2, 3, 4, 8) and contiguous runs.
+#define SHUFFLENET_MAP_RUN_CASE(S, D) \
+  if (src_step == (S) && dst_step == (D)) return map_run_steps<scalar_t, S, D>(src, mask, out, len, S, D, relu);
+  SHUFFLENET_MAP_RUN_CASE(1, 1)
+  SHUFFLENET_MAP_RUN_CASE(2, 1)
+  SHUFFLENET_MAP_RUN_CASE(3, 1)
+  SHUFFLENET_MAP_RUN_CASE(4, 1)
+  SHUFFLENET_MAP_RUN_CASE(8, 1)
+  SHUFFLENET_MAP_RUN_CASE(1, 2)
+  SHUFFLENET_MAP_RUN_CASE(1, 3)
+  SHUFFLENET_MAP_RUN_CASE(1, 4)
+  SHUFFLENET_MAP_RUN_CASE(1, 8)
+#undef SHUFFLENET_MAP_RUN_CASE
+  map_run_steps<scalar_t, 0, 0>(src, mask, out, len, src_step, dst_step, relu);
+}
+
+// One pass over a tensor's channels: out (dense in `fmt`) = the channels of `src`
+// permuted by `map`, with f of map_run applied. The channel shuffle or its
+// inverse and the ReLU or its mask in one pass instead of two.
+at::Tensor gather_channels(const at::Tensor& src_in, const at::Tensor& mask_in, const ChannelMap& map, bool relu,
+                           at::MemoryFormat fmt) {
+  const at::Tensor src = src_in.contiguous(fmt);
+  const at::Tensor mask = mask_in.defined() ? mask_in.contiguous(fmt) : mask_in;
+  at::Tensor out = at::empty(src.sizes(), src.options().memory_format(fmt));
+  const int64_t n = src.size(0), c = src.size(1), s = src.size(2) * src.size(3);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "pointwise_conv_gather", [&] {
+    const scalar_t* sp = src.const_data_ptr<scalar_t>();
+    const scalar_t* mp = mask.defined() ? mask.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    if (fmt == at::MemoryFormat::ChannelsLast) {
+      // Per pixel: `outer` strided runs of `inner` channels (without a
+      // permutation: one run over all the pixels of the task).
+      at::parallel_for(0, n * s, std::max<int64_t>(1, (1 << 14) / c), [&](int64_t begin, int64_t end) {
+        if (map.outer == 1 && map.src_inner == 1 && map.dst_inner == 1) {
+          map_run<scalar_t>(sp + begin * c, mp ? mp + begin * c : nullptr, op + begin * c, (end - begin) * c, 1, 1,
+                            relu);
+          return;
+        }
+        for (int64_t px = begin; px < end; ++px) {
+          for (int64_t a = 0; a < map.outer; ++a) {
+            const int64_t from = px * c + a * map.src_outer;
+            map_run<scalar_t>(sp + from, mp ? mp + from : nullptr, op + px * c + a * map.dst_outer, map.inner,
+                              map.src_inner, map.dst_inner, relu);
+          }
+        }
+      });
+    } else {
+      // Per plane: one contiguous run of S pixels; task k of a sample is the pair
+      // (a, b) = (k / inner, k % inner).
+      at::parallel_for(0, n * c, std::max<int64_t>(1, (1 << 14) / s), [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t sample = t / c, a = t % c / map.inner, b = t % c % map.inner;
+          const int64_t from = (sample * c + a * map.src_outer + b * map.src_inner) * s;
+          const int64_t to = (sample * c + a * map.dst_outer + b * map.dst_inner) * s;
+          map_run<scalar_t>(sp + from, mp ? mp + from : nullptr, op + to, s, 1, 1, relu);
+        }
+      });
+    }
+  });
+  return out;
+}
+
 PointwiseShape make_shape(const at::Tensor& input, const at::Tensor& weight, int64_t groups, int64_t shuffle_groups) {
   return {input.size(0), input.size(1), weight.size(0), input.size(2) * input.size(3), groups, shuffle_groups};
 }
@@ -290,6 +406,22 @@ at::Tensor with_output_strides(const at::Tensor& y, at::MemoryFormat fmt) {
   return out;
 }
 
+// grad_output (output channel order) back in conv channel order, dense in `fmt`,
+// with the ReLU mask of relu_out (when defined) applied: the inverse of a shuffle
+// with `groups` groups. One pass, except for channels_last with short runs per
+// group (fewer than 16 channels, V1 g=8 at 96 channels), where the gather's strided
+// runs measured slower than the mask and then our channel shuffle.
+at::Tensor conv_order_grad(const at::Tensor& grad_output, const at::Tensor& relu_out, int64_t groups,
+                           at::MemoryFormat fmt) {
+  const int64_t c = grad_output.size(1);
+  if (!relu_out.defined() && groups == 1) return grad_output.contiguous(fmt);
+  if (fmt == at::MemoryFormat::ChannelsLast && groups > 1 && c / groups < 16) {
+    const at::Tensor go = relu_out.defined() ? at::threshold_backward(grad_output, relu_out, 0) : grad_output;
+    return with_output_strides(channel_shuffle_cpu(go, c / groups), fmt);
+  }
+  return gather_channels(grad_output, relu_out, shuffle_map(c, groups, true), false, fmt);
+}
+
 // oneDNN route: one oneDNN convolution with bias and ReLU fused (the shuffle
 // moved into the weight rows when groups == 1), or for groups > 1 the grouped
 // convolution followed by the channel shuffle. Undefined when oneDNN rejects it.
@@ -301,9 +433,13 @@ at::Tensor forward_onednn(const at::Tensor& input, const at::Tensor& weight, con
     w = weight.index_select(0, source);
     if (b.defined()) b = b.index_select(0, source);
   }
-  at::Tensor y = onednn_conv1x1(input, w, b, p.groups, relu);
+  const bool shuffled = p.groups > 1 && p.shuffle_groups > 1;
+  // NCHW: ATen's convolution has no fused ReLU; it then goes into the shuffle's pass.
+  const bool relu_in_shuffle = shuffled && fmt != at::MemoryFormat::ChannelsLast;
+  at::Tensor y = onednn_conv1x1(input, w, b, p.groups, relu && !relu_in_shuffle);
   if (!y.defined()) return y;
-  if (p.groups > 1 && p.shuffle_groups > 1) y = channel_shuffle_cpu(y, p.shuffle_groups);
+  if (relu_in_shuffle) return gather_channels(y, at::Tensor(), shuffle_map(p.c_out, p.shuffle_groups, false), relu, fmt);
+  if (shuffled) y = channel_shuffle_cpu(y, p.shuffle_groups);
   return with_output_strides(y, fmt);
 }
 
@@ -344,12 +480,19 @@ bool large_for_onednn(const PointwiseShape& p) {
   return multiply_adds(p) >= kOneDnnMinMacsPerThread * std::max(1, at::get_num_threads());
 }
 
-bool forward_uses_onednn(const PointwiseShape& p, at::ScalarType dtype, bool cl, bool has_bias) {
+bool forward_uses_onednn(const PointwiseShape& p, at::ScalarType dtype, bool cl, bool has_bias, bool relu) {
   const PointwiseRoute route = requested_pointwise_route();
   if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
   if (route == PointwiseRoute::kOneDnn) return true;
-  // NCHW: oneDNN reorders input and output to channels_last around its kernel.
-  if (dtype == at::kFloat) return cl && large_for_onednn(p);
+  // NCHW: oneDNN reorders input and output to channels_last around its kernel;
+  // ATen's convolution (what onednn_conv1x1 runs for NCHW) is taken at batch > 1 on
+  // 7x7 planes with two or more threads, where the per-sample GEMMs have 49 columns
+  // and PyTorch was up to 1.17x faster (ReLU convs, and g=8 with 64 small GEMMs);
+  // the ReLU then runs in place, or inside the shuffle's pass.
+  if (dtype == at::kFloat) {
+    if (cl) return large_for_onednn(p);
+    return p.n > 1 && p.s <= 49 && at::get_num_threads() > 1 && (relu || p.groups >= 8);
+  }
   // Half types: oneDNN computes them natively, accumulating in float32 and
   // rounding once after bias and ReLU; the GEMM route needs a float32 copy when
   // there is a bias (see below).
@@ -369,10 +512,15 @@ bool forward_uses_tiles(const PointwiseShape& p, at::ScalarType dtype) {
   if (route == PointwiseRoute::kTile) return true;
   if (route != PointwiseRoute::kAuto) return false;
   if (dtype != at::kFloat) return false;
-  // Ungrouped: only few pixels and many output channels (batch 1, 7x7, 464 -> 1024),
-  // where the tiles split the output channels over the threads and read packed
-  // weights, while oneDNN reorders its weight on every call.
-  return p.groups > 1 || (p.shuffle_groups == 1 && p.n * p.s <= 64 && p.c_out >= 512);
+  // g=8 on 7x7 planes at batch > 1 with two or more threads (V1 g=8 stage 4, 384 <->
+  // 1536): oneDNN's grouped conv and the shuffle measured 1.03-1.06x the tiles' speed.
+  if (p.groups >= 8 && p.s <= 49 && p.n > 1 && at::get_num_threads() > 1 && large_for_onednn(p)) return false;
+  // Ungrouped: few pixels (batch 1 up to 28x28), where the tiles read weights packed
+  // once while oneDNN reorders its weight on every call and BLAS packs per call
+  // (V2 branch convs at batch 1, one thread: 1.1-1.6x faster than PyTorch, against
+  // 0.9-1.1x for oneDNN and BLAS); with few pixels and many output channels (464 ->
+  // 1024 at 7x7) the tiles also split the output channels over the threads.
+  return p.groups > 1 || (p.shuffle_groups == 1 && p.n * p.s <= 784);
 }
 
 // The tile route over every pixel of the batch as one set of rows.
@@ -398,7 +546,7 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::
   if (fmt == at::MemoryFormat::ChannelsLast && forward_uses_tiles(p, dtype)) {
     return forward_tiles(input, weight, b, relu, p);
   }
-  if (forward_uses_onednn(p, dtype, fmt == at::MemoryFormat::ChannelsLast, b.defined())) {
+  if (forward_uses_onednn(p, dtype, fmt == at::MemoryFormat::ChannelsLast, b.defined(), relu)) {
     at::Tensor y = forward_onednn(input, weight, b, relu, p, fmt);
     if (y.defined()) return y;
   }
@@ -424,12 +572,26 @@ at::Tensor pointwise_conv_cpu(const at::Tensor& input, const at::Tensor& weight,
   return forward(input, weight, bias.has_value() && bias->defined() ? *bias : at::Tensor(), relu, p, fmt);
 }
 
-// Whether grad_input (groups == 1) takes the oneDNN route: only when asked for.
-// The GEMM (BLAS in float32, oneDNN's matmul in bfloat16) measured as fast or
-// faster: 0.6-0.8x the time at batch 1, 0.9-1.1x at batch 8 (channels_last,
-// V2 shapes, one thread, interleaved).
-bool backward_uses_onednn(at::ScalarType dtype) {
-  return requested_pointwise_route() == PointwiseRoute::kOneDnn && onednn_conv_usable(dtype);
+// Whether the backward takes oneDNN's convolution backward (through ATen's
+// convolution_backward, as PyTorch's autograd does) instead of the GEMMs.
+bool backward_uses_conv_backward(const PointwiseShape& p, at::ScalarType dtype, bool cl) {
+  const PointwiseRoute route = requested_pointwise_route();
+  if (route == PointwiseRoute::kGemm || !onednn_conv_usable(dtype)) return false;
+  if (route == PointwiseRoute::kOneDnn) return true;
+  const int64_t threads = at::get_num_threads();
+  if (dtype != at::kFloat || threads < 2) return false;
+  const int64_t pixels = p.n * p.s;
+  if (cl) {
+    // Without a shuffle (nothing for the GEMM route to fuse) and thin per-group
+    // GEMMs over many pixels, oneDNN's blocked kernels split across the threads
+    // better than one BLAS call per group: PyTorch was 1.05-1.65x faster at batch 8
+    // (V2 28x28 ungrouped, V1 g=3/g=8 expand convs at 14x14 and 28x28).
+    const double pixels_per_weight = static_cast<double>(pixels) / static_cast<double>(p.c_in_g() * p.c_out_g());
+    return p.shuffle_groups == 1 && ((pixels >= 1568 && pixels_per_weight >= 0.2) || pixels_per_weight >= 1.0);
+  }
+  // NCHW on 7x7 planes at batch > 1: one small GEMM per sample and group (g=8: 64
+  // of them), where oneDNN's convolution over the whole batch was up to 1.15x faster.
+  return p.n > 1 && p.s <= 49 && (p.groups >= 8 || p.c_in_g() * p.c_out_g() >= (int64_t{1} << 17));
 }
 
 // grad_weight[group rows] += a @ b, accumulated in the op-math type (float for
@@ -465,44 +627,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pointwise_conv_backward_cpu(
     return {gi.to(at::kHalf), gw.to(at::kHalf), gb.to(at::kHalf)};
   }
 
-  at::Tensor go = grad_output;
-  if (relu_output.has_value() && relu_output->defined()) {
-    go = at::threshold_backward(go, *relu_output, 0);
+  const at::Tensor relu_out = relu_output.has_value() && relu_output->defined() ? *relu_output : at::Tensor();
+  const auto empty = [&] { return at::empty({0}, weight.options()); };
+  if (p.n * p.s > 0 && backward_uses_conv_backward(p, input.scalar_type(), cl)) {
+    // grad_output in conv channel order with the ReLU mask applied (one pass;
+    // none when there is neither), then oneDNN's convolution backward.
+    const at::Tensor go = relu_out.defined() || p.shuffle_groups > 1
+                              ? conv_order_grad(grad_output, relu_out, p.shuffle_groups, fmt)
+                              : grad_output;
+    const int64_t zero[2] = {0, 0}, one[2] = {1, 1};
+    auto [gi, gw, gb] = at::convolution_backward(go, input, weight, at::IntArrayRef(p.c_out), one, zero, one, false,
+                                                 zero, p.groups, output_mask);
+    return {gi.defined() ? with_output_strides(gi, fmt) : empty(),
+            gw.defined() ? gw.reshape({p.c_out, p.c_in_g()}).view(weight.sizes()) : empty(),
+            gb.defined() ? gb : empty()};
   }
-  go = go.contiguous(fmt);
+
   at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()});
   // Rows of grad_weight and grad_bias computed in output order go back to conv
   // order through this index (undefined: already in conv order).
   at::Tensor to_conv_order;
+  int64_t unshuffle_groups = p.shuffle_groups;
   if (p.shuffle_groups > 1 && p.groups == 1) {
     // The shuffle is a permutation of the output channels: keep grad_output in
-    // output order and permute the weight rows instead (no pass over go).
+    // output order and permute the weight rows instead.
     w2 = w2.index_select(0, shuffle_source_index(p, weight.options()));
     to_conv_order = shuffle_dest_index(p, weight.options());
-  } else if (p.shuffle_groups > 1) {
-    // Back to conv channel order: the inverse of a shuffle with g groups is a
-    // shuffle with C/g groups.
-    go = channel_shuffle_cpu(go, p.c_out / p.shuffle_groups);
+    unshuffle_groups = 1;
   }
+  // grad_output dense in conv order (groups > 1: the inverse shuffle) with the
+  // ReLU mask applied, in one pass.
+  const at::Tensor go = conv_order_grad(grad_output, relu_out, unshuffle_groups, fmt);
 
-  const auto empty = [&] { return at::empty({0}, weight.options()); };
   at::Tensor grad_input = empty();
   at::Tensor grad_weight = empty();
   at::Tensor grad_bias = empty();
   const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   const int64_t cin_g = p.c_in_g(), cout_g = p.c_out_g();
 
-  bool grad_input_done = false;
-  if (output_mask[0] && p.groups == 1 && p.n * p.s > 0 && backward_uses_onednn(input.scalar_type())) {
-    // grad_input of a 1x1 conv is the 1x1 conv of grad_output with W^T.
-    at::Tensor gi = onednn_conv1x1(go, w2.t().reshape({p.c_in, p.c_out, 1, 1}), at::Tensor(), 1, false);
-    if (gi.defined()) {
-      grad_input = with_output_strides(gi, fmt);
-      grad_input_done = true;
-    }
-  }
-  if (output_mask[0] && !grad_input_done) grad_input = empty_in_format(input.sizes(), input, fmt);
-  if (output_mask[0] && !grad_input_done && grad_input.numel() > 0) {
+  if (output_mask[0]) grad_input = empty_in_format(input.sizes(), input, fmt);
+  if (output_mask[0] && grad_input.numel() > 0) {
     if (cl) {
       // [N*S, C_in/groups] column block of grad_input = [N*S, C_out/groups] @ W_g.
       const at::Tensor go_rows = go.permute({0, 2, 3, 1}).reshape({p.n * p.s, p.c_out});  // dense: a view
