@@ -131,48 +131,18 @@ struct PackedPointwise {
   int64_t blocks;  // blocks_of(c_out)
 };
 
-// Cache lines the caller reads or writes next (two ranges), brought in a few at a time
-// from the tile epilogues below (`per` lines at each pixel and block stored), so that the
-// transfers overlap the multiply-adds: prefetching a whole range at once keeps the
-// core's miss buffers full, and the prefetch instructions wait for them.
-struct Prefetcher {
-  const char* read = nullptr;  // first, for reading
-  int64_t read_lines = 0;
-  const char* write = nullptr;  // then, for writing
-  int64_t write_lines = 0;
-  int64_t per = 0;
-  C10_ALWAYS_INLINE void next() {
-    for (int64_t i = 0; i < per; ++i) {
-      if (read_lines > 0) {
-        __builtin_prefetch(read, 0, 3);
-        read += 64;
-        --read_lines;
-      } else if (write_lines > 0) {
-        __builtin_prefetch(write, 1, 3);
-        write += 64;
-        --write_lines;
-      } else {
-        return;
-      }
-    }
-  }
-};
-
-// Epilogues take the P = 16/L accumulator vectors of one pixel and block; `pf` (if not
-// null) gets a call per pixel and block.
+// Epilogues take the P = 16/L accumulator vectors of one pixel and block.
 
 // ReLU'd tile rows to a pixel-major float buffer with a row length of whole blocks (the
 // pad channels get relu(0) = 0 from the zero-padded weight and bias).
 struct StoreRows {
   float* dst;
   int64_t ld;
-  Prefetcher* pf = nullptr;
   template <typename V, int P>
   C10_ALWAYS_INLINE void put(int64_t m, int64_t block, const V* parts) const {
     constexpr int L = kBlock / P;
 #pragma GCC unroll 4
     for (int p = 0; p < P; ++p) vstore(dst + m * ld + block * kBlock + p * L, vrelu(parts[p]));
-    if (pf) pf->next();
   }
 };
 
@@ -248,7 +218,6 @@ struct StoreInterleaved {
   const float* even;    // pixel 0, channel 0 of the even source
   int64_t even_pixel;   // its pixel stride (channel stride 1)
   int64_t channels;     // half the output channels
-  Prefetcher* pf = nullptr;
   template <typename V, int P>
   C10_ALWAYS_INLINE void put(int64_t m, int64_t block, const V* parts) const {
     constexpr int L = kBlock / P;
@@ -276,53 +245,18 @@ struct StoreInterleaved {
     } else {
       store_lanes<L>(dst, lo, 2 * n);
     }
-    if (pf) pf->next();
   }
 };
 
-// `TL` lanes of a vector as a whole block of 16, zero above (TL = 4, 8 or 16).
-template <int TL, typename T>
-C10_ALWAYS_INLINE FloatVec widen(T t) {
-  if constexpr (TL == 16) {
-    return t;
-  } else if constexpr (TL == 8) {
-    return __builtin_shufflevector(t, T{}, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  } else {
-    static_assert(TL == 4, "tail lanes 4, 8 or 16");
-    using T8 = typename Lanes<8>::V;
-    const T8 t8 = __builtin_shufflevector(t, T{}, 0, 1, 2, 3, 4, 5, 6, 7);
-    return __builtin_shufflevector(t8, T8{}, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  }
-}
-
-// The low TL lanes of v (a register alias, no instruction).
-template <int TL, typename V>
-C10_ALWAYS_INLINE typename Lanes<TL>::V low_lanes(V v) {
-  if constexpr (TL == 8) {
-    return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
-  } else {
-    return __builtin_shufflevector(v, v, 0, 1, 2, 3);
-  }
-}
-
 // One MR x NB tile at pixel m0, blocks [j0, j0 + NB): bias, K multiply-adds, ReLU, store.
-// Each block of 16 channels is P = 16/L vectors of L lanes. TL < 16: the last block is
-// the weight's last, partial one, with at most TL (4 or 8, fewer than L) channels, and
-// takes one vector of TL lanes instead of 16 (half the multiply-add issue slots of a
-// 16-lane vector where the core splits those in two halves, as Zen 4 does); the store
-// gets it as a 16-lane block, zero above TL.
-template <int L, int MR, int NB, int TL, typename Store>
+// Each block of 16 channels is P = 16/L vectors of L lanes.
+template <int L, int MR, int NB, typename Store>
 C10_ALWAYS_INLINE void relu_tile(const float* a, int64_t a_pixel, const PackedPointwise& w, int64_t m0, int64_t j0,
                                  const Store& store) {
   using V = typename Lanes<L>::V;
-  constexpr bool kTail = TL < kBlock;
-  static_assert(!kTail || (L == kBlock && TL < L), "a narrow last block only in 16-lane tiles");
-  using T = typename Lanes<kTail ? TL : 4>::V;
   constexpr int P = kBlock / L;
-  constexpr int NF = kTail ? NB - 1 : NB;  // whole blocks
-  constexpr int Q = NF * P;                // whole-block accumulator vectors per pixel
-  V acc[MR][Q > 0 ? Q : 1];
-  T tail[MR];
+  constexpr int Q = NB * P;  // accumulator vectors per pixel
+  V acc[MR][Q];
   const float* wb = w.weight + j0 * w.k * kBlock;
 #pragma GCC unroll 16
   for (int q = 0; q < Q; ++q) {
@@ -330,93 +264,68 @@ C10_ALWAYS_INLINE void relu_tile(const float* a, int64_t a_pixel, const PackedPo
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) acc[i][q] = b;
   }
-  if constexpr (kTail) {
-    const T b = vload<T>(w.bias + (j0 + NF) * kBlock);
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) tail[i] = b;
-  }
   const float* ap = a + m0 * a_pixel;
-  const float* wt = wb + NF * w.k * kBlock;  // the tail block's weights
   for (int64_t k = 0; k < w.k; ++k) {
-    V wv[Q > 0 ? Q : 1];
+    V wv[Q];
 #pragma GCC unroll 16
     for (int q = 0; q < Q; ++q) wv[q] = vload<V>(wb + ((q / P) * w.k + k) * kBlock + (q % P) * L);
-    T tw{};
-    if constexpr (kTail) tw = vload<T>(wt + k * kBlock);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const V av = vbroadcast<V>(ap[i * a_pixel + k]);
 #pragma GCC unroll 16
       for (int q = 0; q < Q; ++q) acc[i][q] += av * wv[q];
-      if constexpr (kTail) tail[i] += low_lanes<TL>(av) * tw;
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int j = 0; j < NF; ++j) store.template put<V, P>(m0 + i, j0 + j, &acc[i][j * P]);
-    if constexpr (kTail) {
-      const FloatVec t = widen<TL>(tail[i]);
-      store.template put<FloatVec, 1>(m0 + i, j0 + NF, &t);
-    }
+    for (int j = 0; j < NB; ++j) store.template put<V, P>(m0 + i, j0 + j, &acc[i][j * P]);
   }
 }
 
 // The last `rest` (1..H) rows from m0 in one tile of exactly that height: a tile of one
 // row loads as many weight vectors as it multiply-adds.
-template <int L, int H, int NB, int TL, typename Store>
+template <int L, int H, int NB, typename Store>
 C10_ALWAYS_INLINE void relu_rest(const float* a, int64_t a_pixel, int64_t rest, const PackedPointwise& w, int64_t m0,
                                  int64_t j0, const Store& store) {
   if (rest == H) {
-    relu_tile<L, H, NB, TL>(a, a_pixel, w, m0, j0, store);
+    relu_tile<L, H, NB>(a, a_pixel, w, m0, j0, store);
   } else if constexpr (H > 1) {
-    relu_rest<L, H - 1, NB, TL>(a, a_pixel, rest, w, m0, j0, store);
+    relu_rest<L, H - 1, NB>(a, a_pixel, rest, w, m0, j0, store);
   }
 }
 
 // Rows [0, M) of the NB blocks from j0: full MR tiles, then one shorter tile.
-template <int L, int MR, int NB, int TL, typename Store>
+template <int L, int MR, int NB, typename Store>
 C10_ALWAYS_INLINE void relu_columns(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w, int64_t j0,
                                     const Store& store) {
   int64_t m0 = 0;
-  for (; m0 + MR <= m; m0 += MR) relu_tile<L, MR, NB, TL>(a, a_pixel, w, m0, j0, store);
+  for (; m0 + MR <= m; m0 += MR) relu_tile<L, MR, NB>(a, a_pixel, w, m0, j0, store);
   if constexpr (MR > 1) {
-    if (m0 < m) relu_rest<L, MR - 1, NB, TL>(a, a_pixel, m - m0, w, m0, j0, store);
+    if (m0 < m) relu_rest<L, MR - 1, NB>(a, a_pixel, m - m0, w, m0, j0, store);
   }
 }
 
-// NB (1..4, a run time value below NB_MAX) blocks from j0, the last one of TL lanes.
-template <int L, int MR, int NB_MAX, int TL, typename Store>
-C10_ALWAYS_INLINE void relu_group(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w, int64_t j0,
-                                  int64_t nb, const Store& store) {
-  if (nb == NB_MAX) {
-    relu_columns<L, MR, NB_MAX, TL>(a, a_pixel, m, w, j0, store);
-  } else if constexpr (NB_MAX > 1) {
-    relu_group<L, MR, NB_MAX - 1, TL>(a, a_pixel, m, w, j0, nb, store);
-  }
-}
-
-// relu(A @ W + bias) for M pixels, every output block, through `store`: groups of NB_MAX
-// blocks; with 16-lane tiles, a last block of at most 8 channels in a vector of 8 or 4
-// lanes (relu_tile).
+// relu(A @ W + bias) for M pixels, every output block, through `store`.
 template <int L, int MR, int NB_MAX, typename Store>
 C10_ALWAYS_INLINE void relu_gemm(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w,
                                  const Store& store) {
   static_assert(NB_MAX >= 1 && NB_MAX <= 4, "NB_MAX must be in [1, 4]");
-  const int64_t tail = w.c_out - (w.blocks - 1) * kBlock;  // channels of the last block
   for (int64_t j0 = 0; j0 < w.blocks; j0 += NB_MAX) {
     const int64_t nb = std::min<int64_t>(NB_MAX, w.blocks - j0);
-    if constexpr (L == kBlock) {
-      if (j0 + nb == w.blocks && tail <= 8) {
-        if (tail <= 4) {
-          relu_group<L, MR, NB_MAX, 4>(a, a_pixel, m, w, j0, nb, store);
-        } else {
-          relu_group<L, MR, NB_MAX, 8>(a, a_pixel, m, w, j0, nb, store);
+    if (nb == NB_MAX) {
+      relu_columns<L, MR, NB_MAX>(a, a_pixel, m, w, j0, store);
+    } else if constexpr (NB_MAX > 1) {
+      if (nb == 1) {
+        relu_columns<L, MR, 1>(a, a_pixel, m, w, j0, store);
+      } else if constexpr (NB_MAX > 2) {
+        if (nb == 2) {
+          relu_columns<L, MR, 2>(a, a_pixel, m, w, j0, store);
+        } else if constexpr (NB_MAX > 3) {
+          relu_columns<L, MR, 3>(a, a_pixel, m, w, j0, store);
         }
-        continue;
       }
     }
-    relu_group<L, MR, NB_MAX, kBlock>(a, a_pixel, m, w, j0, nb, store);
   }
 }
 

@@ -17,8 +17,7 @@
 //      kept half (stride 1) or projection (stride 2) channel i.
 // The 1x1 convs are register-blocked GEMM tiles over weights packed once and cached
 // (gemm_tile.h, PackCache of pack_cache.h). With direct input and output, each step prefetches the
-// input and output rows of the next one (the next task's first step after a band's last),
-// a few cache lines from each tile epilogue.
+// input and output rows of the next one.
 //
 // Fast path, float32 channels_last (what accelerate() feeds it): step 4 stores straight
 // into the output, the kept half interleaved in registers, and input rows are read in
@@ -39,7 +38,6 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "common/checks.h"
@@ -120,21 +118,23 @@ ScratchLayout scratch_layout(const Plan& p) {
 
 // ---- the band kernel (compiled once per instruction set) -------------------------------
 
-// Input rows [lo, hi) that output rows [a, b) read (3x3, padding 1, stride p.stride).
-C10_ALWAYS_INLINE std::pair<int64_t, int64_t> input_rows(const Plan& p, int64_t a, int64_t b) {
-  return {std::max<int64_t>(a * p.stride - 1, 0), std::min<int64_t>((b - 1) * p.stride + 2, p.h)};
+// Asks for floats [p, p + count) to be brought into the cache, for reading or writing:
+// the input and output rows of the next step, while this one computes (the activations
+// of a batch outgrow the L2 cache, and a row step touches a few tens of KB of each).
+C10_ALWAYS_INLINE void prefetch_floats(const float* p, int64_t count, bool write) {
+  for (int64_t i = 0; i < count; i += kBlock) {
+    if (write) {
+      __builtin_prefetch(p + i, 1, 3);
+    } else {
+      __builtin_prefetch(p + i, 0, 3);
+    }
+  }
 }
 
-// Output rows [a, b) of image n: a step of the band kernel (n < 0: none).
-struct Step {
-  int64_t n, a, b;
-};
-
-// Output rows [ro_begin, ro_end) of image n (see the file comment for the steps); `after`
-// is the first step of the thread's next task.
+// Output rows [ro_begin, ro_end) of image n (see the file comment for the steps).
 template <int L, int MR, int NB>
 C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t n, int64_t ro_begin,
-                                int64_t ro_end, Step after) {
+                                int64_t ro_end) {
   const int64_t w = p.w, s = p.stride;
   float* in_buf = scratch + sl.in;
   float* mid = scratch + sl.mid;
@@ -152,27 +152,15 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
   };
   for (int64_t a = ro_begin; a < ro_end; a += p.rows_per_step) {
     const int64_t b = std::min(a + p.rows_per_step, ro_end);
-    const auto [lo, hi] = input_rows(p, a, b);
-    const int64_t m = (b - a) * p.w_out;
-    // Direct input and output: the next step's input rows that this one does not read
-    // and its output rows, prefetched over this step's tiles (gemm::Prefetcher).
-    gemm::Prefetcher pf;
-    gemm::Prefetcher* pfp = nullptr;
-    const Step next = b < ro_end ? Step{n, b, std::min(b + p.rows_per_step, ro_end)} : after;
-    if (p.direct_out && next.n >= 0) {
-      const auto [lo_next, hi_next] = input_rows(p, next.a, next.b);
-      const int64_t from = next.n == n ? std::max(hi, lo_next) : lo_next;
-      const int64_t row_in = w * p.in_pixel, row_out = p.w_out * 2 * p.c_half;
-      constexpr int64_t kLine = 64 / sizeof(float);
-      pf.read = reinterpret_cast<const char*>(p.in + next.n * p.in_image + from * row_in);
-      pf.read_lines = hi_next > from ? ((hi_next - from) * row_in + kLine - 1) / kLine : 0;
-      pf.write = reinterpret_cast<const char*>(p.out + next.n * p.out_image + next.a * row_out);
-      pf.write_lines = ((next.b - next.a) * row_out + kLine - 1) / kLine;
-      // the pixels and blocks this step's tiles store
-      const int64_t puts = std::max<int64_t>(hi - std::max(end, lo), 0) * w * p.pw1.blocks + m * p.pw2.blocks +
-                           (s == 2 ? m * p.proj_pw.blocks : 0);
-      pf.per = (pf.read_lines + pf.write_lines + puts - 1) / std::max<int64_t>(puts, 1);
-      pfp = &pf;
+    const int64_t lo = std::max<int64_t>(a * s - 1, 0);
+    const int64_t hi = std::min<int64_t>((b - 1) * s + 2, p.h);
+    if (p.direct_out && b < ro_end) {
+      const int64_t b_next = std::min(b + p.rows_per_step, ro_end);
+      const int64_t hi_next = std::min<int64_t>((b_next - 1) * s + 2, p.h);
+      const int64_t from = std::max(hi, (b * s - 1) < 0 ? int64_t{0} : b * s - 1);
+      if (hi_next > from) prefetch_floats(in_image + from * w * p.in_pixel, (hi_next - from) * w * p.in_pixel, false);
+      const int64_t row_out = p.w_out * 2 * p.c_half;
+      prefetch_floats(p.out + n * p.out_image + b * row_out, (b_next - b) * row_out, true);
     }
     if (end <= lo || end == first) {
       first = end = lo;
@@ -194,11 +182,11 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
         rows = dst;
         pixel = p.cb_p;
       }
-      gemm::relu_gemm<L, MR, NB>(rows, pixel, (hi - end) * w, p.pw1,
-                                 gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p, pfp});
+      gemm::relu_gemm<L, MR, NB>(rows, pixel, (hi - end) * w, p.pw1, gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
       end = hi;
     }
     dw(mid, first, mid_row, p.cm_p, p.h, w, a, b, p.w_out, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
+    const int64_t m = (b - a) * p.w_out;
     const float* even = nullptr;
     int64_t even_pixel = 0;
     float* proj = scratch + sl.proj;
@@ -211,7 +199,7 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
         depthwise3x3<L, 2>(in_buf, first, in_row, p.cb_p, p.h, w, a, b, p.w_out, p.proj_dw, p.proj_dw_bias, p.c_branch,
                      proj_dw, p.cb_p);
       }
-      gemm::relu_gemm<L, MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p, pfp});
+      gemm::relu_gemm<L, MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
       even = proj;
       even_pixel = p.ch_p;
     } else if (p.direct_out) {
@@ -221,10 +209,10 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
     if (p.direct_out) {
       gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2,
                                  gemm::StoreInterleaved{p.out + n * p.out_image + a * p.w_out * 2 * p.c_half,
-                                                     2 * p.c_half, even, even_pixel, p.c_half, pfp});
+                                                     2 * p.c_half, even, even_pixel, p.c_half});
     } else {
       float* y = scratch + sl.y;
-      gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2, gemm::StoreRows{y, p.ch_p, pfp});
+      gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2, gemm::StoreRows{y, p.ch_p});
       p.commit(p.ctx, n, a, b, y, s == 2 ? proj : nullptr);
     }
   }
@@ -233,19 +221,10 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
 template <int L, int MR, int NB>
 C10_ALWAYS_INLINE void run_tasks(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t t0, int64_t t1) {
   const int64_t rows = (p.h_out + p.bands - 1) / p.bands;
-  const auto band = [&](int64_t t) {
-    const int64_t r0 = (t % p.bands) * rows;
-    return Step{t / p.bands, r0, std::min(p.h_out, r0 + rows)};
-  };
   for (int64_t t = t0; t < t1; ++t) {
-    const Step here = band(t);
-    Step after{-1, 0, 0};
-    if (t + 1 < t1) {
-      after = band(t + 1);
-      after.b = std::min(after.b, after.a + p.rows_per_step);
-      if (after.a >= after.b) after.n = -1;
-    }
-    if (here.a < here.b) run_band<L, MR, NB>(p, sl, scratch, here.n, here.a, here.b, after);
+    const int64_t n = t / p.bands, band = t % p.bands;
+    const int64_t r0 = band * rows, r1 = std::min(p.h_out, r0 + rows);
+    if (r0 < r1) run_band<L, MR, NB>(p, sl, scratch, n, r0, r1);
   }
 }
 
