@@ -199,10 +199,11 @@ def test_bands_and_steps(threads: int, stride: int, layout: str) -> None:
 
 
 # Half the output channels: last 16-channel blocks of 1, 7, 9, 16 and 1 channels (masked
-# tail loads and stores); row widths of 1..10 output pixels (interior pixels of the
+# tail loads and stores), alone in a group of register-tile blocks (8), after whole blocks
+# in the same group (40, 116) and in a second group (116); row widths of 1..10 output pixels (interior pixels of the
 # depthwise conv in groups of 4, 2 and 1, the edge pixels, a single column) and GEMM row
 # counts that leave tail tiles of every height below the register tile's.
-TAIL_HALVES = [1, 7, 9, 16, 17]
+TAIL_HALVES = [1, 7, 8, 9, 16, 17, 40, 116]
 ROW_SHAPES = [(1, 1), (2, 3), (3, 6), (5, 9), (7, 10)]
 
 
