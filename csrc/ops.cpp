@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include "schemas.h"
+#include "cpu/pack_cache.h"
 
 extern "C" {
 // Importing _C runs the static registrations below; it exports no functions, so
@@ -25,6 +26,13 @@ PyObject* PyInit__C(void) {
 TORCH_LIBRARY(shufflenet, m) {
   shufflenet::define_schemas(m);
   shufflenet::define_fused_schemas(m);
+  // Internal: marks weights whose owner changes them only by version-bumping writes (the
+  // nn modules' cached folded weights), so the CPU kernels' packed copies of them are
+  // validated without re-reading them (PinnedTensors in cpu/pack_cache.h). No outputs,
+  // any device; one kernel for every dispatch key.
+  m.def("_pin_weights(Tensor[] weights) -> ()", [](at::TensorList weights) {
+    for (const at::Tensor& w : weights) shufflenet::cpu::pinned_tensors().pin(w);
+  });
 }
 
 namespace {

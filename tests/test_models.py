@@ -95,10 +95,16 @@ def test_model_training_step_matches_reference(make) -> None:
 @pytest.mark.parametrize("make", [v2_pair, v1_pair], ids=["v2-0.5", "v1-g3-0.5"])
 def test_model_float32_training_step_as_accurate_as_reference(make) -> None:
     """In float32, ours is no further from the float64 result than the float32 reference is
-    (output, input gradient and every parameter gradient, as one relative error each)."""
+    (output, input gradient and every parameter gradient, as one relative error each).
+
+    Batch 4 at 64x64, seeded: with batch 2 at 32x32 the last stage's BN normalises 2
+    values per channel, so ill-conditioned that float32 rounding alone moves the gradients
+    by up to 10 % and the error ratio of two float32 implementations ranges from 0.1 to 8
+    with the seed; here it stays within 0.6-1.5 over seeds."""
+    torch.manual_seed(0)
     ref, ours = make()
     exact = copy.deepcopy(ref).double()
-    x, grad = torch.randn(2, 3, 32, 32), torch.randn(2, 10)
+    x, grad = torch.randn(4, 3, 64, 64), torch.randn(4, 10)
     results = []
     for model, dtype in ((ref, torch.float32), (ours, torch.float32), (exact, torch.float64)):
         model.train()

@@ -260,6 +260,27 @@ def test_weight_changes_are_seen() -> None:
     assert not torch.allclose(first, OP(x, *args))
 
 
+def test_pinned_weight_changes_are_seen() -> None:
+    """Pinned weights (``_pin_weights``, what the nn modules do with their cached folded
+    weights) are checked by identity, data pointer and version: in-place writes, a swapped
+    storage and new tensors repack; and a pinned tensor that dies unpins (a new tensor at
+    its address is compared by value again)."""
+    x = make_input((2, 32, 6, 6), "channels_last")
+    args = unit_args(32, 32, 1)
+    torch.ops.shufflenet._pin_weights([a for a in args if isinstance(a, torch.Tensor)])
+    with torch.no_grad():
+        assert_unit_close(OP(x, *args), reference_out(x, args), 1e-4)
+        args[4].mul_(-1.0)  # pw1_weight, in place: version bump
+        assert_unit_close(OP(x, *args), reference_out(x, args), 1e-4)
+        args[8].data = args[8] * 0.5  # pw2_weight: new storage, same tensor
+        assert_unit_close(OP(x, *args), reference_out(x, args), 1e-4)
+        args[6] = args[6].clone() * 2  # a new (unpinned) dw_weight
+        assert_unit_close(OP(x, *args), reference_out(x, args), 1e-4)
+        args[6].data.mul_(0.5)  # unpinned, no version bump: compared by value
+        assert_unit_close(OP(x, *args), reference_out(x, args), 1e-4)
+    torch.ops.shufflenet._pin_weights([])  # an empty list is fine
+
+
 def test_inference_tensors() -> None:
     with torch.inference_mode():
         x = make_input((2, 48, 7, 7), "channels_last")

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as TF
 from torch import Tensor, nn
 
+from .. import _loader, fusion, reference
 from .. import functional as F
-from .. import fusion, reference
 from ..backend import Backend, check_backend
 from ..backend import resolve as resolve_backend
 from ..fusion import FoldCache, TensorSlots, bn_can_fold, is_tracing
@@ -225,6 +225,15 @@ class _EagerMemo:
         )
 
 
+def pin_weights(tensors: list[Tensor | None]) -> None:
+    """Marks CPU tensors that nothing writes in place, or only with writes that bump their
+    version counter (a cache's derived weights: a refresh makes new tensors), so that the
+    CPU kernels check their packed copies by identity and version instead of re-reading
+    the values on every call (``shufflenet::_pin_weights``)."""
+    if _loader.NATIVE_AVAILABLE:
+        torch.ops.shufflenet._pin_weights([t for t in tensors if t is not None])
+
+
 class _FusedBlock(nn.Module):
     """Runs conv stages with BN folded (eval) or separate (training), caching folded weights.
 
@@ -319,7 +328,10 @@ class _FusedBlock(nn.Module):
 
         folded = self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps), tap_major))
         if x is not None and not torch.is_grad_enabled():
-            self._fold_memo = _EagerMemo.build(self, x, tap_major, folded)
+            memo = _EagerMemo.build(self, x, tap_major, folded)
+            if memo is not None and memo is not self._fold_memo and x.device.type == "cpu":
+                pin_weights([t for f in folded if f is not None for t in f])
+            self._fold_memo = memo
         return folded
 
     def _run_stage(self, x: Tensor, s: ConvStage, folded: Folded) -> Tensor:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..fusion import FoldCache, is_tracing
-from .units import ConvBNReLU, ShuffleV2Unit, _is_pointwise
+from .units import ConvBNReLU, ShuffleV2Unit, _is_pointwise, pin_weights
 
 __all__ = ["ZeroCopyConv", "ZeroCopyStage", "stage_permutations"]
 
@@ -174,8 +174,10 @@ class ZeroCopyStage(nn.Sequential, _PermutedInput):
 
             def compute(pw1: Tensor = pw1, pw2: Tensor = pw2, pw2_b: Tensor | None = pw2_b,
                         order: Tensor = order) -> list[Tensor | None]:
-                return [pw1[:, order].contiguous(), pw2[order].contiguous(),
-                        None if pw2_b is None else pw2_b[order].contiguous()]
+                permuted = [pw1[:, order].contiguous(), pw2[order].contiguous(),
+                            None if pw2_b is None else pw2_b[order].contiguous()]
+                pin_weights(permuted)
+                return permuted
 
             pw1_s, pw2_s, pw2_b_s = cache.get([pw1, pw2, pw2_b], compute)
             torch.ops.shufflenet.v2_unit_(buf, table, pw1_s, pw1_b, dw, dw_b, pw2_s, pw2_b_s)
@@ -189,8 +191,10 @@ class ZeroCopyStage(nn.Sequential, _PermutedInput):
         assert proj_dw is not None and proj_pw is not None and pw1 is not None
 
         def compute() -> list[Tensor | None]:
-            return [proj_dw[inv].contiguous(), None if proj_dw_b is None else proj_dw_b[inv].contiguous(),
-                    proj_pw[:, inv].contiguous(), pw1[:, inv].contiguous()]
+            permuted = [proj_dw[inv].contiguous(), None if proj_dw_b is None else proj_dw_b[inv].contiguous(),
+                        proj_pw[:, inv].contiguous(), pw1[:, inv].contiguous()]
+            pin_weights(permuted)
+            return permuted
 
         sources = [proj_dw, proj_dw_b, proj_pw, pw1]
         dw_p, dw_b_p, pw_p, pw1_p = self._in_cache.get(sources, compute, extra=(id(inv),))
@@ -234,7 +238,12 @@ class ZeroCopyConv(ConvBNReLU, _PermutedInput):
             if not hasattr(self, "_col_cache"):
                 self._col_cache = FoldCache()
             inv = perm[1]
-            w = self._col_cache.get([weight], lambda: weight[:, inv].contiguous(), extra=(id(inv),))
+            def compute() -> Tensor:
+                permuted = weight[:, inv].contiguous()
+                pin_weights([permuted])
+                return permuted
+
+            w = self._col_cache.get([weight], compute, extra=(id(inv),))
             return F.pointwise_conv(x, w, bias, 1, 1, stage.relu, backend=self.backend)
         return super().forward(x.index_select(1, perm[0]))
 
