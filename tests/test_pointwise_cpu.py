@@ -379,3 +379,20 @@ def test_bench_script_runs(tmp_path, capsys):
     assert "| fwd | v2x1.0-s4 |" in text and "| bwd gi | v2x1.0-s4-slice |" in text
     assert pointwise_cpu.main([*args, "--no-backward", "--contenders", "ours", "--before", str(out)]) == 0
     assert "before: ours x torch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shuffle_groups", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_no_input_channels(layout, relu, shuffle_groups, dtype) -> None:
+    """C_in = 0 (an empty reduction): every route gives act(bias), shuffled, as the output."""
+    x = torch.randn(2, 0, 3, 3, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(4, 0, 1, 1, dtype=dtype), torch.randn(4, dtype=dtype)
+    y = torch.ops.shufflenet.pointwise_conv(x, w, b, 1, shuffle_groups, relu)
+    ref = b.view(1, 4, 1, 1).expand(2, 4, 3, 3).contiguous()
+    ref = ref.relu() if relu else ref
+    ref = torch.nn.functional.channel_shuffle(ref, shuffle_groups) if shuffle_groups > 1 else ref
+    torch.testing.assert_close(y, ref)

@@ -543,10 +543,13 @@ at::Tensor forward_tiles(const at::Tensor& input, const at::Tensor& weight, cons
 at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& b, bool relu,
                    const PointwiseShape& p, at::MemoryFormat fmt) {
   const at::ScalarType dtype = input.scalar_type();
-  if (fmt == at::MemoryFormat::ChannelsLast && forward_uses_tiles(p, dtype)) {
+  // No input channels (an empty reduction: the output is act(bias)): the GEMM route
+  // handles it; the tiles and oneDNN's convolution do not.
+  const bool empty_reduction = p.c_in_g() == 0;
+  if (!empty_reduction && fmt == at::MemoryFormat::ChannelsLast && forward_uses_tiles(p, dtype)) {
     return forward_tiles(input, weight, b, relu, p);
   }
-  if (forward_uses_onednn(p, dtype, fmt == at::MemoryFormat::ChannelsLast, b.defined(), relu)) {
+  if (!empty_reduction && forward_uses_onednn(p, dtype, fmt == at::MemoryFormat::ChannelsLast, b.defined(), relu)) {
     at::Tensor y = forward_onednn(input, weight, b, relu, p, fmt);
     if (y.defined()) return y;
   }
