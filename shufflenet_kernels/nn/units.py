@@ -329,7 +329,7 @@ class _FusedBlock(nn.Module):
         folded = self._fold_cache.get(sources, compute, extra=(tuple(foldable), tuple(eps), tap_major))
         if x is not None and not torch.is_grad_enabled():
             memo = _EagerMemo.build(self, x, tap_major, folded)
-            if memo is not None and memo is not self._fold_memo and x.device.type == "cpu":
+            if memo is not None and x.device.type == "cpu":
                 pin_weights([t for f in folded if f is not None for t in f])
             self._fold_memo = memo
         return folded
