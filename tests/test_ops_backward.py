@@ -195,7 +195,7 @@ def test_depthwise_conv2d_backward_channels_last_3x3(impl, hw, stride, padding, 
     ho, wo = ((n + 2 * p - 2 * d - 1) // s + 1 for n, p, d, s in zip(hw, padding, dilation, stride, strict=True))
     go = torch.randn(batch, channels, ho, wo, dtype=dtype, device=impl.device).to(memory_format=torch.channels_last)
     ours = impl.ops.depthwise_conv2d_backward(go, x, w, None, *conv, [True] * 3)
-    xr, wr, br = (t.detach().double().requires_grad_(True) for t in (x, w, torch.zeros(channels)))
+    xr, wr, br = (t.detach().double().requires_grad_(True) for t in (x, w, torch.zeros(channels, device=impl.device)))
     ref_out = reference.depthwise_conv2d(xr, wr, br, *conv, False)
     ref = _grads(ref_out, [xr, wr, br], go.double())
     tol = GRAD_TOL if dtype == torch.float32 else HALF_GRAD_TOL[dtype]
