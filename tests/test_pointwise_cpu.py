@@ -317,6 +317,27 @@ def test_tile_route_picked_for_grouped_float32(monkeypatch):
     torch.testing.assert_close(out.double(), _reference64(x, w, None, 3, 3, True), **TOL[torch.float32])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("pixels", [1, 5, 7, 13, 47, 49, 97, 392, 395])
+@pytest.mark.parametrize("groups,shuffle_groups,c_in,c_out", [(3, 3, 24, 60), (1, 1, 24, 40)])
+def test_tile_route_parts_per_thread(monkeypatch, threads, pixels, groups, shuffle_groups, c_in, c_out):
+    """The tiles cut the pixels into one part per thread at multiples of 6 pixels, each part
+    into tiles of at most 48: every pixel is computed once whatever the split (fewer
+    pixels than threads, parts of one short tile, a last part shorter than the others)."""
+    monkeypatch.setenv(ROUTE_ENV, "tile")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(1, c_in, 1, pixels).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c_out, c_in // groups, 1, 1) / (c_in // groups) ** 0.5
+        b = torch.randn(c_out)
+        out = torch.ops.shufflenet.pointwise_conv(x, w, b, groups, shuffle_groups, False)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(out.double(), _reference64(x, w, b, groups, shuffle_groups, False),
+                               **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("n,c_in,c_out,h,w", [(1, 464, 1024, 7, 7), (2, 40, 520, 3, 5), (1, 24, 33 * 16, 1, 1)])
 @pytest.mark.parametrize("bias", [True, False])

@@ -512,9 +512,6 @@ bool forward_uses_tiles(const PointwiseShape& p, at::ScalarType dtype) {
   if (route == PointwiseRoute::kTile) return true;
   if (route != PointwiseRoute::kAuto) return false;
   if (dtype != at::kFloat) return false;
-  // g=8 on 7x7 planes at batch > 1 with two or more threads (V1 g=8 stage 4, 384 <->
-  // 1536): oneDNN's grouped conv and the shuffle measured 1.03-1.06x the tiles' speed.
-  if (p.groups >= 8 && p.s <= 49 && p.n > 1 && at::get_num_threads() > 1 && large_for_onednn(p)) return false;
   // Ungrouped: few pixels (batch 1 up to 28x28), where the tiles read weights packed
   // once while oneDNN reorders its weight on every call and BLAS packs per call
   // (V2 branch convs at batch 1, one thread: 1.1-1.6x faster than PyTorch, against
