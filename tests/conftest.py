@@ -30,7 +30,7 @@ import shufflenet_kernels  # noqa: E402,F401
 
 def _gpu_sample(config: pytest.Config, items: list[pytest.Item], every: int) -> None:
     """Keeps every ``every``-th parametrisation of each GPU test function (its first one
-    always), deselecting the rest: a GPU lent for minutes runs a spread of all the
+    always), deselecting the rest: a GPU available for minutes runs a spread of all the
     GPU tests instead of the first part of the list."""
     seen: dict[tuple[str, str], int] = {}
     kept, dropped = [], []

@@ -1,7 +1,7 @@
 // Grouped 1x1 convolution with bias, ReLU and the channel shuffle fused, over
 // channels_last pixel rows on CPU, on the register-blocked tiles of gemm_tile.h.
 //
-// The pixels are cut into one part per thread, equal to a few pixels, and each part into
+// The pixels are cut into one part per thread (equal to within 6 pixels), and each part into
 // tiles of at most kTilePixels (so that batch 1 at 7x7 still fills two threads), spread
 // over at::parallel_for.
 // Per tile, every group's GEMM runs over the weight packed once per weight tensor
