@@ -317,6 +317,33 @@ def test_tile_route_picked_for_grouped_float32(monkeypatch):
     torch.testing.assert_close(out.double(), _reference64(x, w, None, 3, 3, True), **TOL[torch.float32])
 
 
+LAST_BLOCK_WIDTHS = [1, 8, 9, 20, 24, 25, 56, 72, 120]
+
+
+@pytest.mark.parametrize("cg", LAST_BLOCK_WIDTHS)
+@pytest.mark.parametrize("groups,shuffle", [(1, False), (2, False), (2, True)])
+def test_tile_route_last_block_widths(monkeypatch, cg, groups, shuffle):
+    """A group's last block of output channels with at most 8 of its 16 lanes in use runs
+    on 8-lane accumulators with AVX-512: every width around 8 and 16, that block alone or
+    after 1-3 full ones in a pass of 4, pixels not a multiple of the 6-pixel tile, bias
+    and ReLU, direct stores and the shuffle's buffer (the other instruction sets:
+    test_tile_route_other_instruction_sets)."""
+    monkeypatch.setenv(ROUTE_ENV, "tile")
+    _check_last_block(cg, groups, shuffle)
+
+
+def _check_last_block(cg: int, groups: int, shuffle: bool) -> None:
+    c_in = 5 * groups
+    x = torch.randn(2, c_in, 5, 7).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(cg * groups, c_in // groups, 1, 1) / (c_in // groups) ** 0.5
+    b = torch.randn(cg * groups)
+    sg = groups if shuffle else 1
+    for bias in (None, b):
+        for relu in (False, True):
+            out = torch.ops.shufflenet.pointwise_conv(x, w, bias, groups, sg, relu)
+            torch.testing.assert_close(out.double(), _reference64(x, w, bias, groups, sg, relu), **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
 @pytest.mark.parametrize("pixels", [1, 5, 7, 13, 47, 49, 97, 392, 395])
 @pytest.mark.parametrize("groups,shuffle_groups,c_in,c_out", [(3, 3, 24, 60), (1, 1, 24, 40)])
@@ -378,9 +405,12 @@ def test_tile_route_other_instruction_sets(isa: str) -> None:
     code = textwrap.dedent("""
         import torch
         from tests.test_pointwise_cpu import TILE_CONVS, _check_tile_conv
+        from tests.test_pointwise_cpu import LAST_BLOCK_WIDTHS, _check_last_block
         for groups, shuffle_groups, c_in, c_out in TILE_CONVS:
             for dtype in (torch.float32, torch.bfloat16):
                 _check_tile_conv(groups, shuffle_groups, c_in, c_out, dtype, dtype == torch.float32)
+        for cg in LAST_BLOCK_WIDTHS:
+            _check_last_block(cg, 2, True)
         print("ok")
     """)
     env = dict(os.environ, SHUFFLENET_CPU_ISA=isa, **{ROUTE_ENV: "tile"})

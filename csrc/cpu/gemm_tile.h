@@ -32,7 +32,7 @@ namespace shufflenet::cpu::gemm {
 // Instruction sets the callers compile their tile kernels for.
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
-// The best of them this CPU runs (AVX2 and AVX-512 with FMA), read once;
+// The best of them this CPU runs (AVX2 and AVX-512 F + VL with FMA), read once;
 // SHUFFLENET_CPU_ISA=avx2 or =baseline caps the choice (to test the other versions).
 inline Isa cpu_isa() {
   static const Isa isa = [] {
@@ -41,7 +41,9 @@ inline Isa cpu_isa() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (limit.empty() && avx2 && __builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+    if (limit.empty() && avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+      return Isa::kAvx512;
+    }
     if ((limit.empty() || limit == "avx2") && avx2) return Isa::kAvx2;
 #endif
     return Isa::kBaseline;
@@ -306,13 +308,99 @@ C10_ALWAYS_INLINE void relu_columns(const float* a, int64_t a_pixel, int64_t m, 
   }
 }
 
-// relu(A @ W + bias) for M pixels, every output block, through `store`.
-template <int L, int MR, int NB_MAX, typename Store>
+// AVX-512 (L = 16): NB blocks of 16 channels and, after them, a last block of at most 8
+// channels whose accumulators are 8-lane vectors, multiply-added with the low half of
+// each broadcast. Where 512-bit operations are issued as two halves (AMD Zen 4), such a
+// block costs half of a full one: a group of 24 output channels, 1.5 blocks instead of 2.
+// The block goes to `store` as two 8-lane parts, the second zero (what the zero-padded
+// weight and bias give the pad channels). The caller must be built with AVX512VL: 8-lane
+// vectors in registers 16-31 need it, and without them the accumulators spill.
+template <int MR, int NB, typename Store>
+C10_ALWAYS_INLINE void relu_tile_half(const float* a, int64_t a_pixel, const PackedPointwise& w, int64_t m0,
+                                      int64_t j0, const Store& store) {
+  using V = FloatVec;
+  using H = typename Lanes<8>::V;
+  constexpr int NF = NB > 0 ? NB : 1;
+  V acc[MR][NF];
+  H acc_half[MR];
+  const float* wb = w.weight + j0 * w.k * kBlock;
+  const float* wh = wb + NB * w.k * kBlock;
+#pragma GCC unroll 4
+  for (int q = 0; q < NB; ++q) {
+    const V b = vload<V>(w.bias + (j0 + q) * kBlock);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc[i][q] = b;
+  }
+  {
+    const H b = vload<H>(w.bias + (j0 + NB) * kBlock);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc_half[i] = b;
+  }
+  const float* ap = a + m0 * a_pixel;
+  for (int64_t k = 0; k < w.k; ++k) {
+    V wv[NF];
+#pragma GCC unroll 4
+    for (int q = 0; q < NB; ++q) wv[q] = vload<V>(wb + (q * w.k + k) * kBlock);
+    const H whk = vload<H>(wh + k * kBlock);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const V av = vbroadcast<V>(ap[i * a_pixel + k]);
+#pragma GCC unroll 4
+      for (int q = 0; q < NB; ++q) acc[i][q] += av * wv[q];
+      acc_half[i] += __builtin_shufflevector(av, av, 0, 1, 2, 3, 4, 5, 6, 7) * whk;
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int q = 0; q < NB; ++q) store.template put<V, 1>(m0 + i, j0 + q, &acc[i][q]);
+    const H parts[2] = {acc_half[i], H{}};
+    store.template put<H, 2>(m0 + i, j0 + NB, parts);
+  }
+}
+
+template <int H, int NB, typename Store>
+C10_ALWAYS_INLINE void relu_rest_half(const float* a, int64_t a_pixel, int64_t rest, const PackedPointwise& w,
+                                      int64_t m0, int64_t j0, const Store& store) {
+  if (rest == H) {
+    relu_tile_half<H, NB>(a, a_pixel, w, m0, j0, store);
+  } else if constexpr (H > 1) {
+    relu_rest_half<H - 1, NB>(a, a_pixel, rest, w, m0, j0, store);
+  }
+}
+
+// Rows [0, M) of NB full blocks from j0 and the half block after them.
+template <int MR, int NB, typename Store>
+C10_ALWAYS_INLINE void relu_columns_half(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w,
+                                         int64_t j0, const Store& store) {
+  int64_t m0 = 0;
+  for (; m0 + MR <= m; m0 += MR) relu_tile_half<MR, NB>(a, a_pixel, w, m0, j0, store);
+  if (m0 < m) relu_rest_half<MR - 1, NB>(a, a_pixel, m - m0, w, m0, j0, store);
+}
+
+// relu(A @ W + bias) for M pixels, every output block, through `store`. With HALF_LAST
+// and AVX-512 (AVX512VL), a last block of at most 8 channels takes relu_tile_half.
+template <int L, int MR, int NB_MAX, bool HALF_LAST = false, typename Store>
 C10_ALWAYS_INLINE void relu_gemm(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w,
                                  const Store& store) {
   static_assert(NB_MAX >= 1 && NB_MAX <= 4, "NB_MAX must be in [1, 4]");
   for (int64_t j0 = 0; j0 < w.blocks; j0 += NB_MAX) {
     const int64_t nb = std::min<int64_t>(NB_MAX, w.blocks - j0);
+    if constexpr (HALF_LAST && L == 16 && MR > 1) {
+      if (j0 + nb == w.blocks && w.c_out - (w.blocks - 1) * kBlock <= kBlock / 2) {
+        const int64_t full = nb - 1;
+        if (full == 0) {
+          relu_columns_half<MR, 0>(a, a_pixel, m, w, j0, store);
+        } else if (full == 1) {
+          relu_columns_half<MR, 1>(a, a_pixel, m, w, j0, store);
+        } else if (full == 2) {
+          relu_columns_half<MR, 2>(a, a_pixel, m, w, j0, store);
+        } else {
+          relu_columns_half<MR, 3>(a, a_pixel, m, w, j0, store);
+        }
+        continue;
+      }
+    }
     if (nb == NB_MAX) {
       relu_columns<L, MR, NB_MAX>(a, a_pixel, m, w, j0, store);
     } else if constexpr (NB_MAX > 1) {
