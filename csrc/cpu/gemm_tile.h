@@ -11,7 +11,7 @@
 //
 // Everything here is always-inline and written with GCC/Clang vector types of L floats,
 // so it takes the instruction set of the function it is inlined into: v2_unit.cpp
-// compiles its band kernel three times, for AVX-512 (L = 16), AVX2+FMA (L = 8) and the
+// compiles its band kernel three times, for AVX-512 F+VL (L = 16), AVX2+FMA (L = 8) and the
 // baseline (L = 4), and picks one at run time. L is the register width: a vector type
 // wider than the registers would live in memory. MR and NB come from that choice (the
 // accumulators must fit the register file: 6x4 zmm with AVX-512, 6x(1 block = 2) ymm with AVX2).
