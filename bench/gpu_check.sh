@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call that turns a CUDA machine into measurements: build, GPU tests,
-# compute-sanitizer, the benchmark suite. Made for a machine lent for minutes,
+# compute-sanitizer, the benchmark suite. Made for a machine available for minutes,
 # where nothing can be downloaded: each step has a time budget, a failing step is
 # recorded and the next ones still run. The budgets add up to 730 s (under 600 s
 # with --prebuilt, whose build step takes seconds); they are sized from the first
