@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
     --prebuilt) PREBUILT=1 ;;
     --wheels) WHEELS="$2"; shift ;;
     --out) OUT_DIR="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
