@@ -378,15 +378,15 @@ C10_ALWAYS_INLINE void relu_columns_half(const float* a, int64_t a_pixel, int64_
   if (m0 < m) relu_rest_half<MR - 1, NB>(a, a_pixel, m - m0, w, m0, j0, store);
 }
 
-// relu(A @ W + bias) for M pixels, every output block, through `store`. With HALF_LAST
-// and AVX-512 (AVX512VL), a last block of at most 8 channels takes relu_tile_half.
-template <int L, int MR, int NB_MAX, bool HALF_LAST = false, typename Store>
+// relu(A @ W + bias) for M pixels, every output block, through `store`. With AVX-512
+// (callers built with AVX512VL), a last block of at most 8 channels takes relu_tile_half.
+template <int L, int MR, int NB_MAX, typename Store>
 C10_ALWAYS_INLINE void relu_gemm(const float* a, int64_t a_pixel, int64_t m, const PackedPointwise& w,
                                  const Store& store) {
   static_assert(NB_MAX >= 1 && NB_MAX <= 4, "NB_MAX must be in [1, 4]");
   for (int64_t j0 = 0; j0 < w.blocks; j0 += NB_MAX) {
     const int64_t nb = std::min<int64_t>(NB_MAX, w.blocks - j0);
-    if constexpr (HALF_LAST && L == 16 && MR > 1) {
+    if constexpr (L == 16 && MR > 1) {
       if (j0 + nb == w.blocks && w.c_out - (w.blocks - 1) * kBlock <= kBlock / 2) {
         const int64_t full = nb - 1;
         if (full == 0) {

@@ -278,7 +278,7 @@ C10_ALWAYS_INLINE void run_tiles(const Plan<scalar_t>& p, float* scratch, int64_
         if (nblk <= 0) continue;
         const int64_t c0 = blk0 * kBlock, cols = std::min(p.cg - c0, nblk * kBlock);
         const PackedPointwise w{p.weight + blk0 * p.k * kBlock, p.bias + c0, p.k, cols, nblk};
-        gemm::relu_gemm<L, MR, NB, true>(p.x + first * p.x_pixel, p.x_pixel, m, w,
+        gemm::relu_gemm<L, MR, NB>(p.x + first * p.x_pixel, p.x_pixel, m, w,
                                    StoreOut{p.out + first * p.c_out + c0, p.c_out, cols, p.relu});
         continue;
       }
@@ -297,12 +297,12 @@ C10_ALWAYS_INLINE void run_tiles(const Plan<scalar_t>& p, float* scratch, int64_
       const PackedPointwise w{p.weight + g * p.blocks * p.k * kBlock, p.bias + g * p.cg_p, p.k, p.cg, p.blocks};
       if constexpr (std::is_same_v<scalar_t, float>) {
         if (p.direct) {
-          gemm::relu_gemm<L, MR, NB, true>(a + g * p.k, a_pixel, m, w,
+          gemm::relu_gemm<L, MR, NB>(a + g * p.k, a_pixel, m, w,
                                      StoreOut{p.out + first * p.c_out + g * p.cg, p.c_out, p.cg, p.relu});
           continue;
         }
       }
-      gemm::relu_gemm<L, MR, NB, true>(a + g * p.k, a_pixel, m, w, StoreBuffer{y_buf + g * p.cg_p, y_ld, p.relu});
+      gemm::relu_gemm<L, MR, NB>(a + g * p.k, a_pixel, m, w, StoreBuffer{y_buf + g * p.cg_p, y_ld, p.relu});
     }
     if (!p.direct) write_rows<L>(y_buf, y_ld, m, p.source, p.c_out, p.out + first * p.c_out);
   }

@@ -182,7 +182,7 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
         rows = dst;
         pixel = p.cb_p;
       }
-      gemm::relu_gemm<L, MR, NB, true>(rows, pixel, (hi - end) * w, p.pw1, gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
+      gemm::relu_gemm<L, MR, NB>(rows, pixel, (hi - end) * w, p.pw1, gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
       end = hi;
     }
     dw(mid, first, mid_row, p.cm_p, p.h, w, a, b, p.w_out, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
@@ -199,7 +199,7 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
         depthwise3x3<L, 2>(in_buf, first, in_row, p.cb_p, p.h, w, a, b, p.w_out, p.proj_dw, p.proj_dw_bias, p.c_branch,
                      proj_dw, p.cb_p);
       }
-      gemm::relu_gemm<L, MR, NB, true>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
+      gemm::relu_gemm<L, MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
       even = proj;
       even_pixel = p.ch_p;
     } else if (p.direct_out) {
@@ -207,12 +207,12 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
       even_pixel = p.in_pixel;
     }
     if (p.direct_out) {
-      gemm::relu_gemm<L, MR, NB, true>(dw_out, p.cm_p, m, p.pw2,
+      gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2,
                                  gemm::StoreInterleaved{p.out + n * p.out_image + a * p.w_out * 2 * p.c_half,
                                                      2 * p.c_half, even, even_pixel, p.c_half});
     } else {
       float* y = scratch + sl.y;
-      gemm::relu_gemm<L, MR, NB, true>(dw_out, p.cm_p, m, p.pw2, gemm::StoreRows{y, p.ch_p});
+      gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, m, p.pw2, gemm::StoreRows{y, p.ch_p});
       p.commit(p.ctx, n, a, b, y, s == 2 ? proj : nullptr);
     }
   }

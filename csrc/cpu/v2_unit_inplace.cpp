@@ -171,12 +171,12 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
     }
     if (hi > end) {
       load_rows(p, t, n, b0, b1, end, hi, in_buf);
-      gemm::relu_gemm<L, MR, NB, true>(in_buf, p.cb_p, (hi - end) * w, p.pw1,
+      gemm::relu_gemm<L, MR, NB>(in_buf, p.cb_p, (hi - end) * w, p.pw1,
                                  gemm::StoreRows{mid + (end - first) * mid_row, p.cm_p});
       end = hi;
     }
     depthwise3x3<L, 1>(mid, first, mid_row, p.cm_p, p.h, w, a, b, w, p.dw, p.dw_bias, p.c_mid, dw_out, p.cm_p);
-    gemm::relu_gemm<L, MR, NB, true>(dw_out, p.cm_p, (b - a) * w, p.pw2, gemm::StoreRows{y, p.cb_p});
+    gemm::relu_gemm<L, MR, NB>(dw_out, p.cm_p, (b - a) * w, p.pw2, gemm::StoreRows{y, p.cb_p});
     p.scatter(p.ctx, n, a, b, y);
   }
 }
