@@ -1,7 +1,9 @@
 """``python -m bench.page_faults``: page faults and time per CPU forward under allocator settings.
 
 Each measurement is a fresh process that builds ``accelerate(shufflenet_v2_x1_0())`` in
-eval mode, channels_last, runs a few warm-up forwards at ``--batch``, then reads
+eval mode, channels_last (``--path``: the fused units, accelerate's default; the per-op
+kernels, ``fuse_units=False``; or the in-place stages, ``zero_copy=True``), runs a few
+warm-up forwards at ``--batch``, then reads
 ``resource.getrusage(RUSAGE_SELF).ru_minflt`` and the time around ``--forwards``
 forwards. Settings (environment of the child process): glibc's defaults, then
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` raised so freed activations
@@ -29,6 +31,12 @@ SETTINGS: dict[str, dict[str, str]] = {
     f"MALLOC_TRIM_THRESHOLD_={_BIG}": {"MALLOC_TRIM_THRESHOLD_": _BIG},
     "both": {"MALLOC_MMAP_THRESHOLD_": _BIG, "MALLOC_TRIM_THRESHOLD_": _BIG},
 }
+# accelerate() keywords of each --path
+PATHS: dict[str, dict[str, bool]] = {
+    "fused": {},
+    "per-op": {"fuse_units": False},
+    "zero-copy": {"zero_copy": True},
+}
 _PRELOADS = {
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so"),
     "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so"),
@@ -40,9 +48,10 @@ import json, resource, sys, time
 import torch, torchvision
 import shufflenet_kernels as sk
 batch, forwards, threads = (int(a) for a in sys.argv[1:4])
+options = json.loads(sys.argv[4])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-model = sk.accelerate(torchvision.models.shufflenet_v2_x1_0().eval()).to(memory_format=torch.channels_last)
+model = sk.accelerate(torchvision.models.shufflenet_v2_x1_0().eval(), **options).to(memory_format=torch.channels_last)
 x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
 with torch.no_grad():
     for _ in range(3):
@@ -69,12 +78,13 @@ def available_settings() -> dict[str, dict[str, str]]:
     return out
 
 
-def measure(env: dict[str, str], batch: int, forwards: int, threads: int) -> dict[str, float]:
-    """Page faults and milliseconds per forward in a fresh process with ``env`` added."""
+def measure(env: dict[str, str], batch: int, forwards: int, threads: int, path: str = "fused") -> dict[str, float]:
+    """Page faults and milliseconds per forward in a fresh process with ``env`` added,
+    the model converted as ``PATHS[path]`` says."""
     root = Path(__file__).resolve().parent.parent
     full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(batch), str(forwards), str(threads)], env=full_env,
-                         capture_output=True, text=True, check=True)
+    argv = [sys.executable, "-c", _CHILD, str(batch), str(forwards), str(threads), json.dumps(PATHS[path])]
+    out = subprocess.run(argv, env=full_env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -84,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--forwards", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per setting, interleaved")
+    ap.add_argument("--path", choices=sorted(PATHS), default="fused", help="how accelerate() converts the model")
     args = ap.parse_args(argv)
     settings = available_settings()
     results: dict[str, list[dict[str, float]]] = {name: [] for name in settings}
     for _ in range(args.repeats):
         for name, env in settings.items():
-            results[name].append(measure(env, args.batch, args.forwards, args.threads))
-    print(f"accelerated shufflenet_v2_x1_0, eval, channels_last, batch {args.batch}, {args.threads} thread(s), "
+            results[name].append(measure(env, args.batch, args.forwards, args.threads, args.path))
+    print(f"accelerated shufflenet_v2_x1_0 ({args.path}), eval, channels_last, batch {args.batch}, "
+          f"{args.threads} thread(s), "
           f"{args.forwards} forwards per process, medians of {args.repeats} interleaved processes")
     print("| setting | minor page faults / forward | ms / forward |")
     print("|---|---|---|")

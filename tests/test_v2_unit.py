@@ -181,17 +181,27 @@ def test_biases_and_branch_width(stride: int, bias: bool, c_mid: int | None, lay
     assert_unit_close(OP(x, *args), reference_out(x, args), 1e-4)
 
 
+# (batch, input channels, H, W): one or two images split into bands; input channels that
+# are not whole blocks of 16 (stride 2 then converts input rows, also for the first 1x1
+# conv's own pass over the images); and an image whose first 1x1 conv results are too many
+# to compute in a pass of their own (over 2**17 floats), so that its bands compute the
+# rows at their edges themselves.
+BAND_CASES = [(1, 32, 23, 30), (2, 32, 9, 11), (1, 20, 13, 7), (1, 128, 48, 47)]
+
+
 @pytest.mark.parametrize("threads", [1, 3, 8])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_bands_and_steps(threads: int, stride: int, layout: str) -> None:
-    """One image split into bands of rows over several threads, each band walked in
+@pytest.mark.parametrize("case", BAND_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_bands_and_steps(threads: int, stride: int, layout: str, case: tuple[int, int, int, int]) -> None:
+    """Images split into bands of rows over several threads, each band walked in
     steps that share input rows: every split gives the reference's result."""
+    n, c_in, h, w = case
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        x = make_input((1, 32, 23, 30), layout)
-        args = unit_args(32, 32 if stride == 1 else 64, stride)
+        x = make_input((n, c_in, h, w), layout)
+        args = unit_args(c_in, c_in if stride == 1 else 2 * c_in, stride)
         out = OP(x, *args)
     finally:
         torch.set_num_threads(previous)
@@ -295,11 +305,13 @@ def test_other_instruction_sets(isa: str) -> None:
     code = textwrap.dedent("""
         import torch, shufflenet_kernels
         from tests.test_v2_unit import unit_args, reference_out, assert_unit_close, make_input
+        torch.set_num_threads(3)  # batch 1: bands, after a pass of the first 1x1 conv alone
         for stride, layout in [(1, "channels_last"), (2, "channels_last"), (1, "nchw"), (2, "slice_cl")]:
             c_in, c_out = (58, 116) if stride == 2 else (116, 116)
-            x = make_input((2, c_in, 9, 11), layout)
-            args = unit_args(c_in, c_out, stride)
-            assert_unit_close(torch.ops.shufflenet.v2_unit(x, *args), reference_out(x, args), 1e-4)
+            for batch in (1, 2):
+                x = make_input((batch, c_in, 9, 11), layout)
+                args = unit_args(c_in, c_out, stride)
+                assert_unit_close(torch.ops.shufflenet.v2_unit(x, *args), reference_out(x, args), 1e-4)
         print("ok")
     """)
     env = dict(os.environ, SHUFFLENET_CPU_ISA=isa)

@@ -18,6 +18,11 @@
 // The 1x1 convs are register-blocked GEMM tiles over weights packed once and cached
 // (gemm_tile.h, PackCache of pack_cache.h). With direct input and output, each step prefetches the
 // input and output rows of the next one.
+// With fewer images than threads an image is split into several bands, and a band that
+// ran step 1 itself would also compute the input rows at its edges, which its
+// neighbours compute too. Then, while the results fit in 512 KiB, step 1 runs first over
+// whole images instead, in a parallel pass of its own over equal pixel ranges, and the
+// bands start from its results.
 //
 // Fast path, float32 channels_last (what accelerate() feeds it): step 4 stores straight
 // into the output, the kept half interleaved in registers, and input rows are read in
@@ -72,6 +77,13 @@ struct Plan {
   PackedPointwise pw1, pw2, proj_pw;
   const float *dw, *dw_bias, *proj_dw, *proj_dw_bias;  // [blocks][9][16], [blocks * 16]
   int64_t rows_per_step, bands;
+  // Several bands per image (fewer images than threads): the first 1x1 conv of every
+  // input pixel is computed first, in a pass of its own over pw1_parts pixel ranges per
+  // image (pw1_part_pixels each), into pw1_all ([n][h][w][cm_p]); the bands then read
+  // it instead of recomputing the rows at their edges. Null otherwise.
+  float* pw1_all;
+  int64_t pw1_parts, pw1_part_pixels;
+  bool pw1_pass;  // this parallel pass computes pw1_all (else: the bands)
   // Fast path (float32, channels_last): the output stored directly (direct_out) and the
   // input rows read in place (direct_in; with stride 2 only when the input's channels are
   // whole blocks of 16, so that the projection's depthwise conv reads whole vectors).
@@ -92,6 +104,7 @@ struct Plan {
 // Floats of per-thread scratch, each part starting on a 64-byte boundary.
 struct ScratchLayout {
   int64_t in, mid, dw, proj_dw, proj, y, total;
+  int64_t in_rows;  // input rows the conversion buffer holds
 };
 
 ScratchLayout scratch_layout(const Plan& p) {
@@ -106,8 +119,9 @@ ScratchLayout scratch_layout(const Plan& p) {
     at += round(floats);
     return start;
   };
-  s.in = take(p.direct_in ? 0 : cap * p.w * p.cb_p);
-  s.mid = take(cap * p.w * p.cm_p);
+  s.in_rows = p.direct_in ? 0 : cap;
+  s.in = take(s.in_rows * p.w * p.cb_p);
+  s.mid = take(p.pw1_all != nullptr ? 0 : cap * p.w * p.cm_p);
   s.dw = take(px * p.cm_p);
   s.proj_dw = take(p.stride == 2 ? px * p.cb_p : 0);
   s.proj = take(p.stride == 2 ? px * p.ch_p : 0);
@@ -137,11 +151,13 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
                                 int64_t ro_end) {
   const int64_t w = p.w, s = p.stride;
   float* in_buf = scratch + sl.in;
-  float* mid = scratch + sl.mid;
   float* dw_out = scratch + sl.dw;
   const int64_t mid_row = w * p.cm_p, in_row = w * p.cb_p;
   const float* in_image = p.direct_out ? p.in + n * p.in_image : nullptr;
-  int64_t first = 0, end = 0;  // input rows [first, end) are in the buffers
+  // pw1 results of input rows [first, end) are in mid; converted input rows from in_first on in in_buf
+  const bool precomputed = p.pw1_all != nullptr;
+  float* mid = precomputed ? p.pw1_all + n * p.h * mid_row : scratch + sl.mid;
+  int64_t first = 0, end = precomputed ? p.h : 0, in_first = 0;
   // the branch's depthwise conv, stride s
   const auto dw = [s](auto... args) SHUFFLENET_INLINE_LAMBDA {
     if (s == 1) {
@@ -162,13 +178,18 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
       const int64_t row_out = p.w_out * 2 * p.c_half;
       prefetch_floats(p.out + n * p.out_image + b * row_out, (b_next - b) * row_out, true);
     }
-    if (end <= lo || end == first) {
-      first = end = lo;
+    if (precomputed) {
+      if (s == 2 && !p.direct_in) {  // the projection's depthwise conv reads converted rows
+        p.convert(p.ctx, n, lo, hi, in_buf);
+        in_first = lo;
+      }
+    } else if (end <= lo || end == first) {
+      first = end = in_first = lo;
     } else if (lo > first) {  // keep the rows this step shares with the last one
       const int64_t keep = end - lo;
       std::memmove(mid, mid + (lo - first) * mid_row, keep * mid_row * sizeof(float));
       if (!p.direct_in) std::memmove(in_buf, in_buf + (lo - first) * in_row, keep * in_row * sizeof(float));
-      first = lo;
+      first = in_first = lo;
     }
     if (hi > end) {
       const float* rows;
@@ -196,8 +217,8 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
         depthwise3x3<L, 2>(in_image, 0, w * p.in_pixel, p.in_pixel, p.h, w, a, b, p.w_out, p.proj_dw, p.proj_dw_bias,
                      p.c_branch, proj_dw, p.cb_p);
       } else {
-        depthwise3x3<L, 2>(in_buf, first, in_row, p.cb_p, p.h, w, a, b, p.w_out, p.proj_dw, p.proj_dw_bias, p.c_branch,
-                     proj_dw, p.cb_p);
+        depthwise3x3<L, 2>(in_buf, in_first, in_row, p.cb_p, p.h, w, a, b, p.w_out, p.proj_dw, p.proj_dw_bias,
+                           p.c_branch, proj_dw, p.cb_p);
       }
       gemm::relu_gemm<L, MR, NB>(proj_dw, p.cb_p, m, p.proj_pw, gemm::StoreRows{proj, p.ch_p});
       even = proj;
@@ -218,8 +239,36 @@ C10_ALWAYS_INLINE void run_band(const Plan& p, const ScratchLayout& sl, float* s
   }
 }
 
+// The pw1_all pass: the first 1x1 conv of input pixels [q0, q1) of image n (whole rows
+// when the input is converted first).
+template <int L, int MR, int NB>
+C10_ALWAYS_INLINE void run_pw1_part(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t n, int64_t q0,
+                                    int64_t q1) {
+  float* mid = p.pw1_all + n * p.h * p.w * p.cm_p;
+  if (p.direct_in) {
+    gemm::relu_gemm<L, MR, NB>(p.in + n * p.in_image + q0 * p.in_pixel + p.branch_c0, p.in_pixel, q1 - q0, p.pw1,
+                               gemm::StoreRows{mid + q0 * p.cm_p, p.cm_p});
+    return;
+  }
+  float* in_buf = scratch + sl.in;
+  const int64_t r_end = q1 / p.w;
+  for (int64_t r = q0 / p.w; r < r_end; r += sl.in_rows) {
+    const int64_t r1 = std::min(r + sl.in_rows, r_end);
+    p.convert(p.ctx, n, r, r1, in_buf);
+    gemm::relu_gemm<L, MR, NB>(in_buf, p.cb_p, (r1 - r) * p.w, p.pw1, gemm::StoreRows{mid + r * p.w * p.cm_p, p.cm_p});
+  }
+}
+
 template <int L, int MR, int NB>
 C10_ALWAYS_INLINE void run_tasks(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t t0, int64_t t1) {
+  if (p.pw1_pass) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / p.pw1_parts, q0 = (t % p.pw1_parts) * p.pw1_part_pixels;
+      const int64_t q1 = std::min(p.h * p.w, q0 + p.pw1_part_pixels);
+      if (q0 < q1) run_pw1_part<L, MR, NB>(p, sl, scratch, n, q0, q1);
+    }
+    return;
+  }
   const int64_t rows = (p.h_out + p.bands - 1) / p.bands;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t n = t / p.bands, band = t % p.bands;
@@ -365,6 +414,16 @@ at::Tensor opt(const OptTensor& t) { return t.has_value() && t->defined() ? *t :
 // Output pixels one step should cover: enough rows that the GEMM tiles stay full.
 constexpr int64_t kStepPixels = 48;
 
+// The largest pw1_all (floats, 512 KiB) a call precomputes (see Plan). Beyond it the
+// bands read it back from beyond their core's L2 cache, which costs more than what
+// they save (at 56x56 with two bands: 58 input rows computed for 56), so they
+// recompute the rows at their edges instead.
+constexpr int64_t kMaxPw1AllFloats = int64_t{1} << 17;
+
+// Pixel ranges of the pw1_all pass start at multiples of this: whole register tiles of
+// every instruction set's kernel (6 pixels on x86, 4 or 2 elsewhere).
+constexpr int64_t kPartAlign = 12;
+
 // float64: the per-op composition (DESIGN.md's definition of the op), through the
 // dispatcher, for gradcheck-style checks; it writes the intermediates to memory.
 at::Tensor v2_unit_composed(const at::Tensor& input, const OptTensor& proj_dw_weight, const OptTensor& proj_dw_bias,
@@ -452,8 +511,7 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
     p.proj_dw_bias = keep[9].const_data_ptr<float>();
   }
 
-  // Bands: enough (image, band) tasks for every thread; each band re-reads the input
-  // rows at its edges (one or two), so no more of them than that.
+  // Bands: enough (image, band) tasks for every thread.
   const int64_t threads = std::max(1, at::get_num_threads());
   p.bands = shape.n >= threads ? 1 : std::min(shape.h_out, (threads + shape.n - 1) / shape.n);
   const int64_t band_rows = (shape.h_out + p.bands - 1) / p.bands;
@@ -462,6 +520,23 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
   p.branch_c0 = stride == 1 ? shape.c_branch : 0;
   p.direct_out = cl && x.scalar_type() == at::kFloat && x.stride(1) == 1;
   p.direct_in = p.direct_out && (stride == 1 || shape.c_branch % kBlock == 0);
+
+  // Several bands per image: a band computing its own pw1 rows would also compute the
+  // rows at its edges, which its neighbours compute too (at 7x7 with two bands, 9 rows
+  // for 7). So the first 1x1 conv of whole images runs first, split into equal pixel
+  // ranges (whole rows where the input is converted), and the bands start from it.
+  const int64_t pixels = shape.h * shape.w;
+  const bool precompute = p.bands > 1 && shape.n * pixels * p.cm_p <= kMaxPw1AllFloats;
+  thread_local std::vector<float> pw1_all;  // grows to the largest a call of this thread needed
+  if (precompute) {
+    const size_t need = static_cast<size_t>(shape.n * pixels * p.cm_p + kBlock);
+    if (pw1_all.size() < need) pw1_all.resize(need);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(pw1_all.data());
+    p.pw1_all = pw1_all.data() + ((64 - base % 64) % 64) / sizeof(float);
+    p.pw1_parts = p.bands;
+    const int64_t align = p.direct_in ? kPartAlign : shape.w;
+    p.pw1_part_pixels = ((pixels + p.pw1_parts - 1) / p.pw1_parts + align - 1) / align * align;
+  }
   if (p.direct_out) {
     p.in = x.const_data_ptr<float>();
     p.in_image = x.stride(0);
@@ -494,15 +569,23 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
     p.convert = &convert_rows<scalar_t>;
     p.commit = &commit_rows<scalar_t>;
     p.ctx = &rows;
-    at::parallel_for(0, shape.n * p.bands, 1, [&](int64_t t0, int64_t t1) {
-      thread_local std::vector<float> buffer;
-      const size_t need = static_cast<size_t>(sl.total + kBlock);
-      if (buffer.size() < need) buffer.resize(need);
-      // 64-byte aligned start
-      const uintptr_t base = reinterpret_cast<uintptr_t>(buffer.data());
-      float* scratch = buffer.data() + ((64 - base % 64) % 64) / sizeof(float);
-      run(p, sl, scratch, t0, t1);
-    });
+    const auto pass = [&](const Plan& plan, int64_t tasks) {
+      at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+        thread_local std::vector<float> buffer;
+        const size_t need = static_cast<size_t>(sl.total + kBlock);
+        if (buffer.size() < need) buffer.resize(need);
+        // 64-byte aligned start
+        const uintptr_t base = reinterpret_cast<uintptr_t>(buffer.data());
+        float* scratch = buffer.data() + ((64 - base % 64) % 64) / sizeof(float);
+        run(plan, sl, scratch, t0, t1);
+      });
+    };
+    if (p.pw1_all != nullptr) {
+      Plan first = p;
+      first.pw1_pass = true;
+      pass(first, shape.n * p.pw1_parts);
+    }
+    pass(p, shape.n * p.bands);
   });
   return out;
 }
