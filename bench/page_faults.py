@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 # glibc caps the mmap threshold at 32 MiB on 64-bit systems: larger blocks are always mmapped.
 _BIG = str(32 * 2**20)
@@ -62,7 +63,8 @@ with torch.no_grad():
         model(x)
     t1 = time.perf_counter()
     f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-print(json.dumps({"faults": (f1 - f0) / forwards, "ms": (t1 - t0) / forwards * 1e3}))
+print(json.dumps({"faults": (f1 - f0) / forwards, "ms": (t1 - t0) / forwards * 1e3,
+                  "stage": type(model.stage2).__name__, "fuse_units": model.stage2[0].fuse_units}))
 """
 
 
@@ -78,9 +80,10 @@ def available_settings() -> dict[str, dict[str, str]]:
     return out
 
 
-def measure(env: dict[str, str], batch: int, forwards: int, threads: int, path: str = "fused") -> dict[str, float]:
+def measure(env: dict[str, str], batch: int, forwards: int, threads: int, path: str = "fused") -> dict[str, Any]:
     """Page faults and milliseconds per forward in a fresh process with ``env`` added,
-    the model converted as ``PATHS[path]`` says."""
+    the model converted as ``PATHS[path]`` says (and, to show it was: the class of its
+    first stage and whether its units run fused)."""
     root = Path(__file__).resolve().parent.parent
     full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     argv = [sys.executable, "-c", _CHILD, str(batch), str(forwards), str(threads), json.dumps(PATHS[path])]
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", choices=sorted(PATHS), default="fused", help="how accelerate() converts the model")
     args = ap.parse_args(argv)
     settings = available_settings()
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in settings}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     for _ in range(args.repeats):
         for name, env in settings.items():
             results[name].append(measure(env, args.batch, args.forwards, args.threads, args.path))

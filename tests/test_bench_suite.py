@@ -305,3 +305,15 @@ def _has_matplotlib() -> bool:
     except ImportError:
         return False
     return True
+
+
+@pytest.mark.parametrize("path", ["fused", "per-op", "zero-copy"])
+def test_page_faults_child_per_path(path: str) -> None:
+    """``python -m bench.page_faults --path``: the child process converts the model as
+    the path says, runs it, and reports faults and time per forward."""
+    from bench import page_faults
+
+    result = page_faults.measure({}, batch=1, forwards=1, threads=1, path=path)
+    assert result["faults"] >= 0 and result["ms"] > 0
+    assert result["fuse_units"] == (path != "per-op")
+    assert (result["stage"] == "ZeroCopyStage") == (path == "zero-copy")
