@@ -5,7 +5,8 @@ eval mode, channels_last (``--path``: the fused units, accelerate's default; the
 kernels, ``fuse_units=False``; or the in-place stages, ``zero_copy=True``), runs a few
 warm-up forwards at ``--batch``, then reads
 ``resource.getrusage(RUSAGE_SELF).ru_minflt`` and the time around ``--forwards``
-forwards. Settings (environment of the child process): glibc's defaults, then
+forwards. Settings (environment of the child process): glibc's defaults, with and
+without the CPU kernels' output cache (``SHUFFLENET_CPU_OUTPUT_CACHE_MB=0``), then
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` raised so freed activations
 stay in the heap instead of going back to the kernel (each reuse of returned memory
 faults its pages in again), and jemalloc / tcmalloc through ``LD_PRELOAD`` when the
@@ -28,6 +29,8 @@ from typing import Any
 _BIG = str(32 * 2**20)
 SETTINGS: dict[str, dict[str, str]] = {
     "glibc default": {},
+    # the kernels' own output cache off (shufflenet_kernels.memory), glibc as it is
+    "glibc default, output cache off": {"SHUFFLENET_CPU_OUTPUT_CACHE_MB": "0"},
     f"MALLOC_MMAP_THRESHOLD_={_BIG}": {"MALLOC_MMAP_THRESHOLD_": _BIG},
     f"MALLOC_TRIM_THRESHOLD_={_BIG}": {"MALLOC_TRIM_THRESHOLD_": _BIG},
     "both": {"MALLOC_MMAP_THRESHOLD_": _BIG, "MALLOC_TRIM_THRESHOLD_": _BIG},

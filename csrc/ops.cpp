@@ -10,7 +10,11 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "schemas.h"
+#include "cpu/output_cache.h"
 #include "cpu/pack_cache.h"
 
 extern "C" {
@@ -33,6 +37,12 @@ TORCH_LIBRARY(shufflenet, m) {
   m.def("_pin_weights(Tensor[] weights) -> ()", [](at::TensorList weights) {
     for (const at::Tensor& w : weights) shufflenet::cpu::pinned_tensors().pin(w);
   });
+  // Internal: the CPU kernels' output cache (cpu/output_cache.cpp): the bytes it holds
+  // for reuse and its limit; and returning what it holds.
+  m.def("_output_cache_info() -> int[]", [] {
+    return std::vector<int64_t>{shufflenet::cpu::output_cache_bytes(), shufflenet::cpu::output_cache_limit()};
+  });
+  m.def("_output_cache_clear() -> ()", [] { shufflenet::cpu::output_cache_clear(); });
 }
 
 namespace {

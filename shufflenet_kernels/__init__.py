@@ -15,6 +15,7 @@ from . import _loader, functional, fusion, models, nn, ops, reference  # noqa: F
 from ._loader import NATIVE_AVAILABLE, has_cuda_kernels, load_triton_kernels
 from .accelerate import accelerate
 from .backend import has_triton_ops
+from .memory import cpu_output_cache_info, empty_cpu_cache
 
 # Registers torch.ops.shufflenet_triton.* when Triton is importable (a no-op without
 # it). Last, because the Triton package imports shufflenet_kernels.ops.
@@ -25,6 +26,8 @@ __version__ = "0.1.0"
 __all__ = [
     "NATIVE_AVAILABLE",
     "accelerate",
+    "cpu_output_cache_info",
+    "empty_cpu_cache",
     "functional",
     "fusion",
     "has_cuda_kernels",

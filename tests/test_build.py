@@ -35,8 +35,9 @@ FORWARD_OPS = ("channel_shuffle", "concat_shuffle", "pointwise_conv", "depthwise
 # Fused inference ops: a CPU and a fake kernel, and an Autograd kernel that refuses
 # tensors requiring grad (no derivative).
 FUSED_OPS = ("v2_unit", "v2_unit_", "conv3x3_relu_maxpool")
-# Not part of the API: the nn modules mark their cached folded weights with it.
-INTERNAL_OPS = ("_pin_weights",)
+# Not part of the API: the nn modules mark their cached folded weights with the first;
+# shufflenet_kernels.memory reads and clears the CPU output cache with the others.
+INTERNAL_OPS = ("_pin_weights", "_output_cache_info", "_output_cache_clear")
 
 EXPECT_CUDA = os.environ.get("SHUFFLENET_EXPECT_CUDA") == "1"
 EXPECT_TRITON = os.environ.get("SHUFFLENET_EXPECT_TRITON") == "1"

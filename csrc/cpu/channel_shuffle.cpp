@@ -19,6 +19,7 @@
 #include "common/checks.h"
 #include "common/index.h"
 #include "cpu/cpu_kernels.h"
+#include "cpu/output_cache.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -660,7 +661,7 @@ at::Tensor concat_shuffle_cpu(const at::Tensor& a, const at::Tensor& b, int64_t 
   const int64_t channels_a = a.size(1), channels = a.size(1) + b.size(1);
   auto sizes = a.sizes().vec();
   sizes[1] = channels;
-  at::Tensor out = empty_in_format(sizes, a, output_memory_format(a));
+  at::Tensor out = empty_cached(sizes, a, output_memory_format(a));
   const GatherTable& table = cached_table(TableKind::kConcatShuffle, channels, groups, channels_a, [&](int64_t c) {
     return concat_shuffle_source(c, channels_a, channels, groups);
   });

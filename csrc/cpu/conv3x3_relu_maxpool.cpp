@@ -34,6 +34,7 @@
 
 #include "common/checks.h"
 #include "cpu/gemm_tile.h"
+#include "cpu/output_cache.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -325,7 +326,7 @@ at::Tensor conv3x3_relu_maxpool_cpu(const at::Tensor& input, const at::Tensor& w
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const StemShape s = check_conv3x3_relu_maxpool_args(input, weight, bias_opt);
   const at::Tensor bias = bias_opt.has_value() && bias_opt->defined() ? *bias_opt : at::Tensor();
-  at::Tensor out = at::empty({s.n, s.c_out, s.h_out, s.w_out}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor out = empty_cached({s.n, s.c_out, s.h_out, s.w_out}, input, at::MemoryFormat::ChannelsLast);
   if (out.numel() == 0) return out;
   const at::ScalarType dtype = input.scalar_type();
   if (dtype == at::kDouble) {

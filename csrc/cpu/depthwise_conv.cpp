@@ -45,6 +45,7 @@
 #include "common/index.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/float_vec.h"
+#include "cpu/output_cache.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -1445,7 +1446,7 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   const Geometry g = make_geometry(input, weight, out_hw, stride, padding, dilation);
   const at::MemoryFormat fmt = output_memory_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  at::Tensor out = empty_in_format({g.n, g.c, g.ho, g.wo}, input, fmt);
+  at::Tensor out = empty_cached({g.n, g.c, g.ho, g.wo}, input, fmt);
   if (out.numel() == 0) return out;
   const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   // The common case (float32, or a weight cached in the kernels' layout) makes

@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "cpu/float_vec.h"
 
@@ -55,6 +56,15 @@ constexpr int64_t kBlock = kFloatLanes;  // output channels per packed block
 
 constexpr int64_t blocks_of(int64_t channels) { return (channels + kBlock - 1) / kBlock; }
 constexpr int64_t padded(int64_t channels) { return blocks_of(channels) * kBlock; }
+
+// The 64-byte aligned start of at least `floats` floats of `buffer`, which grows as
+// needed and is kept (a thread_local one serves as scratch reused across calls).
+inline float* aligned_floats(std::vector<float>& buffer, int64_t floats) {
+  const size_t need = static_cast<size_t>(floats + kBlock);  // kBlock floats: 64 bytes of slack
+  if (buffer.size() < need) buffer.resize(need);
+  const uintptr_t base = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + ((64 - base % 64) % 64) / sizeof(float);
+}
 
 // The first `n` (1..16) floats at p into the low lanes, zero elsewhere; reads only those.
 C10_ALWAYS_INLINE FloatVec load_first(const float* p, int64_t n) {

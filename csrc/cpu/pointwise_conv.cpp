@@ -52,6 +52,7 @@
 #include "cpu/cpu_kernels.h"
 #include "cpu/pointwise_onednn.h"
 #include "cpu/pointwise_tile.h"
+#include "cpu/output_cache.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -449,7 +450,7 @@ at::Tensor forward_onednn(const at::Tensor& input, const at::Tensor& weight, con
 at::Tensor forward_gemm(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool relu,
                         const PointwiseShape& p, at::MemoryFormat fmt) {
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  at::Tensor out = empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
+  at::Tensor out = empty_cached({p.n, p.c_out, input.size(2), input.size(3)}, input, fmt);
   const at::Tensor x = with_plain_strides(input, cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   const at::Tensor w2 = weight.reshape({p.c_out, p.c_in_g()}).contiguous();
   at::Tensor bias_acc;
@@ -523,7 +524,7 @@ bool forward_uses_tiles(const PointwiseShape& p, at::ScalarType dtype) {
 // The tile route over every pixel of the batch as one set of rows.
 at::Tensor forward_tiles(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, bool relu,
                          const PointwiseShape& p) {
-  at::Tensor out = empty_in_format({p.n, p.c_out, input.size(2), input.size(3)}, input, at::MemoryFormat::ChannelsLast);
+  at::Tensor out = empty_cached({p.n, p.c_out, input.size(2), input.size(3)}, input, at::MemoryFormat::ChannelsLast);
   const at::Tensor x = with_plain_strides(input, at::MemoryFormat::ChannelsLast);
   at::Tensor rows = all_pixels_by_channels(x);
   if (!rows.defined()) {

@@ -354,10 +354,7 @@ RunTilesFn<scalar_t> run_tiles_fn() {
 // Per-thread scratch of at least `floats`, 64-byte aligned; reused across calls.
 float* thread_scratch(int64_t floats) {
   thread_local std::vector<float> buffer;
-  const size_t need = static_cast<size_t>(floats + kBlock);
-  if (buffer.size() < need) buffer.resize(need);
-  const uintptr_t base = reinterpret_cast<uintptr_t>(buffer.data());
-  return buffer.data() + ((64 - base % 64) % 64) / sizeof(float);
+  return gemm::aligned_floats(buffer, floats);
 }
 
 }  // namespace

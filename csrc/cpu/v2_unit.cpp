@@ -51,6 +51,7 @@
 #include "cpu/gemm_tile.h"
 #include "cpu/pack_cache.h"
 #include "cpu/v2_unit_parts.h"
+#include "cpu/output_cache.h"
 
 namespace shufflenet::cpu {
 namespace {
@@ -465,7 +466,7 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
   const V2UnitShape shape = check_v2_unit_args(input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias,
                                                pw1_weight, pw1_bias, dw_weight, dw_bias, pw2_weight, pw2_bias, stride);
   const at::MemoryFormat fmt = output_memory_format(input);
-  at::Tensor out = empty_in_format({shape.n, 2 * shape.c_half, shape.h_out, shape.w_out}, input, fmt);
+  at::Tensor out = empty_cached({shape.n, 2 * shape.c_half, shape.h_out, shape.w_out}, input, fmt);
   if (out.numel() == 0) return out;
   if (input.scalar_type() == at::kDouble) {
     at::Tensor y = v2_unit_composed(input, proj_dw_weight, proj_dw_bias, proj_pw_weight, proj_pw_bias, pw1_weight,
@@ -529,10 +530,7 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
   const bool precompute = p.bands > 1 && shape.n * pixels * p.cm_p <= kMaxPw1AllFloats;
   thread_local std::vector<float> pw1_all;  // grows to the largest a call of this thread needed
   if (precompute) {
-    const size_t need = static_cast<size_t>(shape.n * pixels * p.cm_p + kBlock);
-    if (pw1_all.size() < need) pw1_all.resize(need);
-    const uintptr_t base = reinterpret_cast<uintptr_t>(pw1_all.data());
-    p.pw1_all = pw1_all.data() + ((64 - base % 64) % 64) / sizeof(float);
+    p.pw1_all = gemm::aligned_floats(pw1_all, shape.n * pixels * p.cm_p);
     p.pw1_parts = p.bands;
     const int64_t align = p.direct_in ? kPartAlign : shape.w;
     p.pw1_part_pixels = ((pixels + p.pw1_parts - 1) / p.pw1_parts + align - 1) / align * align;
@@ -572,12 +570,7 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
     const auto pass = [&](const Plan& plan, int64_t tasks) {
       at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
         thread_local std::vector<float> buffer;
-        const size_t need = static_cast<size_t>(sl.total + kBlock);
-        if (buffer.size() < need) buffer.resize(need);
-        // 64-byte aligned start
-        const uintptr_t base = reinterpret_cast<uintptr_t>(buffer.data());
-        float* scratch = buffer.data() + ((64 - base % 64) % 64) / sizeof(float);
-        run(plan, sl, scratch, t0, t1);
+        run(plan, sl, gemm::aligned_floats(buffer, sl.total), t0, t1);
       });
     };
     if (p.pw1_all != nullptr) {

@@ -433,12 +433,8 @@ void v2_unit_inplace_cpu(const at::Tensor& buffer, const at::Tensor& branch_chan
       p.started = started.data();
     }
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-      thread_local std::vector<float> buffer_;
-      const size_t need = static_cast<size_t>(sl.total + kBlock);
-      if (buffer_.size() < need) buffer_.resize(need);
-      const uintptr_t base = reinterpret_cast<uintptr_t>(buffer_.data());
-      float* scratch = buffer_.data() + ((64 - base % 64) % 64) / sizeof(float);
-      run(p, sl, scratch, t0, t1);
+      thread_local std::vector<float> buffer;
+      run(p, sl, gemm::aligned_floats(buffer, sl.total), t0, t1);
     });
   });
 }
