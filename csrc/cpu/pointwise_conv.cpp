@@ -50,9 +50,9 @@
 #include "common/checks.h"
 #include "common/index.h"
 #include "cpu/cpu_kernels.h"
+#include "cpu/output_cache.h"
 #include "cpu/pointwise_onednn.h"
 #include "cpu/pointwise_tile.h"
-#include "cpu/output_cache.h"
 
 namespace shufflenet::cpu {
 namespace {

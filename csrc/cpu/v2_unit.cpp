@@ -49,9 +49,9 @@
 #include "cpu/cpu_kernels.h"
 #include "cpu/float_vec.h"
 #include "cpu/gemm_tile.h"
+#include "cpu/output_cache.h"
 #include "cpu/pack_cache.h"
 #include "cpu/v2_unit_parts.h"
-#include "cpu/output_cache.h"
 
 namespace shufflenet::cpu {
 namespace {

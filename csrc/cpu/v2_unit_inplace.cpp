@@ -433,8 +433,8 @@ void v2_unit_inplace_cpu(const at::Tensor& buffer, const at::Tensor& branch_chan
       p.started = started.data();
     }
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-      thread_local std::vector<float> buffer;
-      run(p, sl, gemm::aligned_floats(buffer, sl.total), t0, t1);
+      thread_local std::vector<float> scratch;
+      run(p, sl, gemm::aligned_floats(scratch, sl.total), t0, t1);
     });
   });
 }
