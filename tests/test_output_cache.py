@@ -164,3 +164,23 @@ def test_bad_limit_is_refused_by_name() -> None:
     done = run_child(CHILD.format(batch=2), SHUFFLENET_CPU_OUTPUT_CACHE_MB="lots")
     assert done.returncode != 0
     assert "SHUFFLENET_CPU_OUTPUT_CACHE_MB must be a whole number of megabytes, got 'lots'" in done.stderr
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "slice"])
+def test_cached_outputs_in_every_layout_and_dtype(layout: str, dtype: torch.dtype) -> None:
+    """Outputs in each layout and dtype (256 KiB and more) come from the cache, take a
+    freed block of their own size, and hold the reference's values."""
+    big = torch.randn(2, 232, 28, 28, dtype=dtype)
+    x = {"nchw": big[:, :116].contiguous(), "channels_last": big[:, :116].contiguous(memory_format=torch.channels_last),
+         "slice": big.contiguous(memory_format=torch.channels_last)[:, 58:174]}[layout]
+    y = dw(x)
+    ptr = y.data_ptr()
+    del y
+    assert sk.cpu_output_cache_info()[0] > 0
+    y = dw(x)
+    assert y.data_ptr() == ptr
+    expected = torch.nn.functional.conv2d(x.double(), torch.ones(116, 1, 3, 3, dtype=torch.float64), padding=1,
+                                          groups=116)
+    tol = {torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 1e-5)
+    torch.testing.assert_close(y.double(), expected, rtol=tol, atol=tol * 10)

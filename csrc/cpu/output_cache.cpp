@@ -23,6 +23,7 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <c10/util/accumulate.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -135,10 +136,9 @@ void OutputCache::release(void* base) { cache().give_back(base); }
 
 at::Tensor empty_cached(at::IntArrayRef sizes, const at::Tensor& like, at::MemoryFormat format) {
   const at::TensorOptions options = like.options().memory_format(format);
-  int64_t numel = 1;
-  for (const int64_t s : sizes) numel *= s;
   OutputCache& c = cache();
-  if (!like.is_cpu() || !c.wants(static_cast<size_t>(numel) * like.element_size())) return at::empty(sizes, options);
+  const auto nbytes = static_cast<size_t>(c10::multiply_integers(sizes)) * like.element_size();
+  if (!like.is_cpu() || !c.wants(nbytes)) return at::empty(sizes, options);
   return at::detail::empty_generic(sizes, &c, c10::DispatchKeySet(c10::DispatchKey::CPU), like.scalar_type(), format);
 }
 

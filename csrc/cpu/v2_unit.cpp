@@ -79,11 +79,11 @@ struct Plan {
   const float *dw, *dw_bias, *proj_dw, *proj_dw_bias;  // [blocks][9][16], [blocks * 16]
   int64_t rows_per_step, bands;
   // Several bands per image (fewer images than threads): the first 1x1 conv of every
-  // input pixel is computed first, in a pass of its own over pw1_parts pixel ranges per
+  // input pixel is computed first, in a pass of its own over `bands` pixel ranges per
   // image (pw1_part_pixels each), into pw1_all ([n][h][w][cm_p]); the bands then read
   // it instead of recomputing the rows at their edges. Null otherwise.
   float* pw1_all;
-  int64_t pw1_parts, pw1_part_pixels;
+  int64_t pw1_part_pixels;
   bool pw1_pass;  // this parallel pass computes pw1_all (else: the bands)
   // Fast path (float32, channels_last): the output stored directly (direct_out) and the
   // input rows read in place (direct_in; with stride 2 only when the input's channels are
@@ -264,7 +264,7 @@ template <int L, int MR, int NB>
 C10_ALWAYS_INLINE void run_tasks(const Plan& p, const ScratchLayout& sl, float* scratch, int64_t t0, int64_t t1) {
   if (p.pw1_pass) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / p.pw1_parts, q0 = (t % p.pw1_parts) * p.pw1_part_pixels;
+      const int64_t n = t / p.bands, q0 = (t % p.bands) * p.pw1_part_pixels;
       const int64_t q1 = std::min(p.h * p.w, q0 + p.pw1_part_pixels);
       if (q0 < q1) run_pw1_part<L, MR, NB>(p, sl, scratch, n, q0, q1);
     }
@@ -527,13 +527,12 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
   // for 7). So the first 1x1 conv of whole images runs first, split into equal pixel
   // ranges (whole rows where the input is converted), and the bands start from it.
   const int64_t pixels = shape.h * shape.w;
-  const bool precompute = p.bands > 1 && shape.n * pixels * p.cm_p <= kMaxPw1AllFloats;
+  const int64_t pw1_floats = shape.n * pixels * p.cm_p;
   thread_local std::vector<float> pw1_all;  // grows to the largest a call of this thread needed
-  if (precompute) {
-    p.pw1_all = gemm::aligned_floats(pw1_all, shape.n * pixels * p.cm_p);
-    p.pw1_parts = p.bands;
+  if (p.bands > 1 && pw1_floats <= kMaxPw1AllFloats) {
+    p.pw1_all = gemm::aligned_floats(pw1_all, pw1_floats);
     const int64_t align = p.direct_in ? kPartAlign : shape.w;
-    p.pw1_part_pixels = ((pixels + p.pw1_parts - 1) / p.pw1_parts + align - 1) / align * align;
+    p.pw1_part_pixels = ((pixels + p.bands - 1) / p.bands + align - 1) / align * align;
   }
   if (p.direct_out) {
     p.in = x.const_data_ptr<float>();
@@ -576,7 +575,7 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
     if (p.pw1_all != nullptr) {
       Plan first = p;
       first.pw1_pass = true;
-      pass(first, shape.n * p.pw1_parts);
+      pass(first, shape.n * p.bands);
     }
     pass(p, shape.n * p.bands);
   });
