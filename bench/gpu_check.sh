@@ -2,15 +2,18 @@
 # One call that turns a CUDA machine into measurements: build, GPU tests,
 # compute-sanitizer, the benchmark suite. Made for a machine available for minutes,
 # where nothing can be downloaded: each step has a time budget, a failing step is
-# recorded and the next ones still run. The budgets add up to 730 s (under 600 s
+# recorded and the next ones still run. The budgets add up to 820 s (under 690 s
 # with --prebuilt, whose build step takes seconds); they are sized from the first
 # run on an H200 (2026-11-30: all 11,418 GPU tests take about 10 minutes on 8
 # workers, so a 1-in-4 spread of them runs; a bench case takes 5 to 45 s when it
-# compiles, so the ops bench compiles none and the models bench one model),
-# and everything lands in one folder of at most 8 files:
+# compiles, so the ops bench compiles none and the models bench one model).
+# DEADLINE_S caps the whole run: a step gets at most the time left, and a step with
+# under 10 s left is recorded as not run. Everything lands in one folder of at most
+# 8 files, each written as the steps go (a run cut short still leaves them):
 #
 #   summary.md            step, status, seconds; GPU, driver, versions, commit, date
 #   steps.log             the full output of every step
+#   failures.log          each failing test's report, written when it fails
 #   ops_results.json      python -m bench: ops and units (results.json)
 #   ops_report.md         ... and its report
 #   models_results.json   python -m bench: whole models, batch 32
@@ -26,7 +29,8 @@
 #                expecttest for opcheck: `pip download expecttest -d DIR` beforehand)
 #   --out DIR    output folder (default: $OUT when set, else bench/out/gpu_check)
 # Env: PYTHON (default python3), BUDGET_SCALE (multiplies every step's time budget),
-#      GPU_SAMPLE (run every N-th parametrisation of each GPU test; default 4, 1: all).
+#      GPU_SAMPLE (run every N-th parametrisation of each GPU test; default 4, 1: all),
+#      DEADLINE_S (seconds the whole run may take; default: no limit).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -42,7 +46,7 @@ while [ $# -gt 0 ]; do
     --prebuilt) PREBUILT=1 ;;
     --wheels) WHEELS="$2"; shift ;;
     --out) OUT_DIR="$2"; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,6 +55,10 @@ mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 SUMMARY="$OUT_DIR/summary.md"
 LOG="$OUT_DIR/steps.log"
+# tests/conftest.py appends each failing test's report here as it fails, so a step
+# stopped by its budget still leaves the tracebacks of what failed before.
+export SHUFFLENET_FAILURE_LOG="$OUT_DIR/failures.log"
+: >"$SHUFFLENET_FAILURE_LOG"
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
 : >"$LOG"
@@ -58,12 +66,38 @@ START=$SECONDS
 FAILED=0
 ROWS=()
 
+# write_summary: the summary as it stands, rewritten after every step.
+write_summary() {
+  {
+    echo "# GPU check$([ "$DRY_RUN" = 1 ] && echo ' (dry run: GPU steps skipped)')"
+    echo
+    printf '%s\n' "$ENVIRONMENT"
+    echo
+    echo "| step | result | seconds | budget |"
+    echo "|---|---|---|---|"
+    [ "${#ROWS[@]}" -gt 0 ] && printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "Total: $((SECONDS - START)) s. Full output: steps.log; failing tests' reports: failures.log."
+  } >"$SUMMARY"
+}
+
 # run_step NAME BUDGET_S COMMAND...: runs COMMAND with a time limit, appends its
 # output to steps.log and a row to the summary; never stops the script.
 run_step() {
   local name="$1" budget="$2"
   shift 2
   budget=$(awk -v b="$budget" -v s="${BUDGET_SCALE:-1}" 'BEGIN { printf "%d", b * s }')
+  if [ -n "${DEADLINE_S:-}" ]; then
+    local left=$((DEADLINE_S - (SECONDS - START)))
+    if [ "$left" -lt 10 ]; then
+      echo "-- $name: not run (${left}s left of DEADLINE_S=${DEADLINE_S})" | tee -a "$LOG"
+      FAILED=1
+      ROWS+=("| $name | NOT RUN (deadline) | 0 | ${budget} |")
+      write_summary
+      return
+    fi
+    [ "$left" -lt "$budget" ] && budget=$left
+  fi
   echo "== $name (budget ${budget}s): $*" | tee -a "$LOG"
   local t0=$SECONDS status
   timeout --kill-after=10 "$budget" "$@" >>"$LOG" 2>&1
@@ -77,6 +111,7 @@ run_step() {
   [ "$verdict" = passed ] || FAILED=1
   echo "-- $name: $verdict in ${took}s" | tee -a "$LOG"
   ROWS+=("| $name | $verdict | $took | ${budget} |")
+  write_summary
 }
 
 # gpu_step NAME BUDGET_S DRY_COMMAND -- COMMAND...: COMMAND on a GPU; with --dry-run,
@@ -131,6 +166,8 @@ if [ "$DRY_RUN" = 0 ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.
   exit 2
 fi
 
+ENVIRONMENT="$(environment)"
+
 if [ -n "$WHEELS" ]; then
   run_step "install carried wheels" 60 "$PYTHON" -m pip install --no-index --no-deps "$WHEELS"/*.whl
 fi
@@ -158,6 +195,13 @@ gpu_step "pytest -m gpu (1 in $GPU_SAMPLE)" 200 \
   "SHUFFLENET_GPU_SAMPLE=$GPU_SAMPLE $PYTHON -m pytest -q -p no:cacheprovider -m gpu --collect-only" -- \
   env SHUFFLENET_GPU_SAMPLE="$GPU_SAMPLE" "$PYTHON" -m pytest -p no:cacheprovider -m gpu -v -rfE --durations=15 \
   "${WORKERS[@]}"
+# Triton tests not marked gpu run compiled on a GPU: the fused unit's in full (it has
+# no CUDA C++ kernel), and the large-batch depthwise family in full (a float16 case
+# failed once).
+gpu_step "Triton v2_unit tests, large-batch depthwise tests (all cases)" 90 \
+  "$PYTHON -m pytest -q -p no:cacheprovider tests/test_triton_v2_unit.py --collect-only" -- \
+  "$PYTHON" -m pytest -p no:cacheprovider -v -rfE tests/test_triton_v2_unit.py \
+  tests/test_cuda_extra.py::test_depthwise_conv2d_large_batch "${WORKERS[@]}"
 gpu_step "compute-sanitizer memcheck + racecheck" 90 "bash -n tests/cuda_sanitize.sh" -- \
   env PYTHON="$PYTHON" tests/cuda_sanitize.sh
 # The dry runs time one tiny case of each family on the CPU, so the bench's arguments,
@@ -172,16 +216,6 @@ gpu_step "bench: models (fp16; batch 32; torch.compile on the first)" 100 \
   "bench_to models --ops models $DRY_BENCH --layouts channels_last" -- \
   bash -c 'bench_to "$@"' _ models --device cuda --quick --ops models --dtypes float16 --batch 32 --compile-limit 1
 
-{
-  echo "# GPU check$([ "$DRY_RUN" = 1 ] && echo ' (dry run: GPU steps skipped)')"
-  echo
-  environment
-  echo
-  echo "| step | result | seconds | budget |"
-  echo "|---|---|---|---|"
-  printf '%s\n' "${ROWS[@]}"
-  echo
-  echo "Total: $((SECONDS - START)) s. Full output: steps.log."
-} >"$SUMMARY"
+write_summary
 cat "$SUMMARY"
 exit "$FAILED"

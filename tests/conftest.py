@@ -59,6 +59,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With ``SHUFFLENET_FAILURE_LOG=PATH``, appends each failing test's report to PATH
+    as it fails (bench/gpu_check.sh): a run stopped by a time limit never prints its
+    summary of failures. Under pytest-xdist the controller writes, not the workers."""
+    path = os.environ.get("SHUFFLENET_FAILURE_LOG")
+    if not path or not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"==== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     """Every test draws the same random inputs whatever the order it runs in."""

@@ -31,11 +31,12 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{log[-3000:]}"
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted([
-        "summary.md", "steps.log", "ops_results.json", "ops_report.md", "models_results.json", "models_report.md",
+        "summary.md", "steps.log", "failures.log",
+        "ops_results.json", "ops_report.md", "models_results.json", "models_report.md",
     ])
     summary = (out / "summary.md").read_text()
     assert "dry run" in summary and "torch: " in summary
-    assert summary.count("| passed |") == 6, summary
+    assert summary.count("| passed |") == 7, summary
     assert "FAILED" not in summary
 
 
