@@ -154,8 +154,42 @@ def test_package_import_registers_triton_ops() -> None:
         assert shufflenet_kernels.has_triton_ops()
         import shufflenet_kernels.triton_kernels as tk  # the same module, not a second registration
         assert tk is sys.modules["shufflenet_kernels.triton_kernels"] and tk.HAS_TRITON
-        x = torch.arange(2 * 6 * 3, dtype=torch.float32).reshape(2, 6, 3)
+        # compiled kernels on the GPU; interpreted on CPU tensors without one
+        x = torch.arange(2 * 6 * 3, dtype=torch.float32, device="cuda" if torch.cuda.is_available() else "cpu")
+        x = x.reshape(2, 6, 3)
         assert torch.equal(ops.channel_shuffle(x, 3), torch.nn.functional.channel_shuffle(x, 3))
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+
+
+@needs_native
+@pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
+def test_compiled_triton_ops_refuse_cpu_tensors_by_name() -> None:
+    """Without the interpreter the Triton ops are compiled kernels: a CPU tensor is
+    refused with the op's and the argument's name, before any launch (also on a
+    machine without a GPU, where nothing is compiled)."""
+    proc = _fresh_python("""
+        import os
+        os.environ["TRITON_INTERPRET"] = "0"
+        import torch
+        import shufflenet_kernels
+
+        ops = torch.ops.shufflenet_triton
+        checks = [
+            (lambda: ops.channel_shuffle(torch.ones(1, 4, 2), 2), "channel_shuffle: input is on cpu"),
+            (lambda: ops.concat_shuffle(torch.ones(1, 2, 2, 2), torch.ones(1, 2, 2, 2), 2),
+             "concat_shuffle: a is on cpu"),
+            (lambda: ops.pointwise_conv(torch.ones(1, 4, 2, 2), torch.ones(4, 4, 1, 1), None, 1, 1, False),
+             "pointwise_conv: input is on cpu"),
+        ]
+        for call, message in checks:
+            try:
+                call()
+            except RuntimeError as e:
+                assert message in str(e) and "CUDA tensors only" in str(e), str(e)
+            else:
+                raise AssertionError(f"no error: {message}")
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr

@@ -6,6 +6,7 @@ arithmetic and PyTorch ops), because a ``triton_op`` body doubles as its fake ke
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,16 +61,54 @@ def triton_op(name: str) -> Callable[[Callable[..., Any]], Any]:
     is a plain ``torch.library.custom_op`` (opaque to the compiler) with the same body
     as fake kernel, and :func:`launch` skips the kernel for fake/meta tensors: the
     op still runs eagerly, under opcheck and under ``torch.compile``.
+
+    Compiled kernels read CUDA memory only: a tensor argument on another device is
+    refused by name before any launch (Triton's own error names no argument).
     """
 
     def register(fn: Callable[..., Any]) -> Any:
         if not INTERPRET:
-            return torch.library.triton_op(name, fn, mutates_args={})
+            return torch.library.triton_op(name, _on_cuda_only(name, fn), mutates_args={})
         op = torch.library.custom_op(name, fn, mutates_args=())
         op.register_fake(fn)
         return op
 
     return register
+
+
+# False only while aot.py records the launches of ops called on CPU tensors (its
+# ``launch`` stand-in launches nothing).
+REQUIRE_CUDA = True
+
+
+def _on_cuda_only(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a check that every tensor argument is a CUDA tensor (same signature,
+    so the op's schema is still inferred from ``fn``'s annotations)."""
+
+    names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not REQUIRE_CUDA:
+            return fn(*args, **kwargs)
+        for arg_name, value in zip(names, args, strict=False):
+            _check_cuda(name, arg_name, value)
+        for arg_name, value in kwargs.items():
+            _check_cuda(name, arg_name, value)
+        return fn(*args, **kwargs)
+
+    return checked
+
+
+def _check_cuda(op: str, arg_name: str, value: Any) -> None:
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    for t in values:
+        if isinstance(t, Tensor) and t.device.type != "cuda":
+            raise RuntimeError(
+                f"{op}: {arg_name} is on {t.device}, but the compiled Triton kernels run on CUDA "
+                "tensors only (torch.ops.shufflenet runs on the CPU; TRITON_INTERPRET=1 interprets "
+                "the Triton kernels on CPU tensors)"
+            )
 
 
 class _InterpretedLaunch:

@@ -95,12 +95,14 @@ def _recording() -> Iterator[_Recorder]:
     recorder = _Recorder()
     saved = [(m, m.launch, getattr(m, "num_sms", None)) for m in modules]
     try:
+        _common.REQUIRE_CUDA = False
         for m in modules:
             m.launch = recorder
             if hasattr(m, "num_sms"):
                 m.num_sms = lambda device: _NUM_SMS
         yield recorder
     finally:
+        _common.REQUIRE_CUDA = True
         for m, launch, sms in saved:
             m.launch = launch
             if sms is not None:
