@@ -110,6 +110,8 @@ def pointwise_cases() -> list[PointwiseCase]:
     cases += [
         PointwiseCase(2, 6, 6, 5, 3, 3, "c-eq-groups"),
         PointwiseCase(2, 8, 12, 1, 2, 2, "hw1"),
+        PointwiseCase(5, 40, 24, 1, 1, 1, "hw1-ungrouped"),
+        PointwiseCase(3, 32, 48, 1, 1, 4, "hw1-shuffle-only"),
         PointwiseCase(0, 8, 12, 4, 2, 2, "n0"),
         PointwiseCase(3, 10, 15, 7, 5, 3, "shuffle-ne-groups"),
         PointwiseCase(2, 12, 16, 6, 4, 8, "shuffle-gt-groups"),

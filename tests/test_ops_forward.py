@@ -235,6 +235,29 @@ def test_pointwise_conv_channels_last_chunks(batch_slice, shuffle_groups):
     assert_layout_kept(out, x)
 
 
+# A 1x1 map (a classifier after global pooling, 1024 -> 1000): one pixel per sample,
+# the same [N, C] rows in NCHW and channels_last, taken as one GEMM over the batch;
+# also a batch broadcast (stride 0) and a channel slice.
+@pytest.mark.parametrize("n", [1, 3, 8])
+@pytest.mark.parametrize("source", ["nchw", "channels_last", "expanded", "slice"])
+@pytest.mark.parametrize("groups,shuffle_groups", [(1, 1), (1, 4), (4, 2)])
+def test_pointwise_conv_one_pixel_per_sample(n, source, groups, shuffle_groups):
+    c_in, c_out = 1024, 1000
+    if source == "expanded":
+        x = torch.randn(1, c_in, 1, 1).expand(n, c_in, 1, 1)
+    elif source == "slice":
+        x = torch.randn(n, 2 * c_in, 1, 1)[:, c_in:]
+    else:
+        fmt = torch.channels_last if source == "channels_last" else torch.contiguous_format
+        x = torch.randn(n, c_in, 1, 1).contiguous(memory_format=fmt)
+    w = weight_like((c_out, c_in // groups, 1, 1), torch.float32, "cpu", c_in // groups)
+    b = torch.randn(c_out)
+    out = torch.ops.shufflenet.pointwise_conv(x, w, b, groups, shuffle_groups, True)
+    ref = reference.pointwise_conv(x.double(), w.double(), b.double(), groups, shuffle_groups, True)
+    torch.testing.assert_close(out.double(), ref, **tolerances(torch.float32))
+    assert out.shape == (n, c_out, 1, 1) and out.stride() == (c_out, 1, 1, 1)
+
+
 @pytest.mark.parametrize("impl,case", impl_params(POINTWISE, numel=_pointwise_numel))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "slice", "slice_cl", "strided"])
 @pytest.mark.parametrize("bias,relu", [(False, False), (True, True)])
