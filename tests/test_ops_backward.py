@@ -405,3 +405,30 @@ def test_gradcheck_depthwise_conv2d(impl, layout, kernel, stride, padding, dilat
         return impl.ops.depthwise_conv2d(x, w, b, [stride] * 2, [padding] * 2, [dilation] * 2, relu)
 
     assert _gradcheck(impl, fn, (x, w, b))
+
+
+# A 1x1 map with several samples (a classifier after global pooling, 1024 -> 1000): the
+# backward takes the whole batch as one GEMM per gradient, in NCHW too; the gradients
+# against float64 autograd through the reference, in the input's layout.
+@pytest.mark.parametrize("n", [2, 8])
+@pytest.mark.parametrize("source", ["nchw", "channels_last", "slice"])
+@pytest.mark.parametrize("groups,shuffle_groups,relu", [(1, 1, True), (1, 4, False), (4, 2, True)])
+def test_pointwise_conv_grad_one_pixel_per_sample(n, source, groups, shuffle_groups, relu):
+    c_in, c_out = 1024, 1000
+    if source == "slice":
+        x = torch.randn(n, 2 * c_in, 1, 1)[:, c_in:]
+    else:
+        fmt = torch.channels_last if source == "channels_last" else torch.contiguous_format
+        x = torch.randn(n, c_in, 1, 1).contiguous(memory_format=fmt)
+    x.requires_grad_()
+    w = weight_like((c_out, c_in // groups, 1, 1), torch.float32, "cpu", c_in // groups).requires_grad_()
+    b = torch.randn(c_out).requires_grad_()
+    out = torch.ops.shufflenet.pointwise_conv(x, w, b, groups, shuffle_groups, relu)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    xr, wr, br = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = reference.pointwise_conv(xr, wr, br, groups, shuffle_groups, relu)
+    ref.backward(grad.double() * (out > 0) if relu else grad.double())
+    for got, want in ((x.grad, xr.grad), (w.grad, wr.grad), (b.grad, br.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    assert x.grad.stride() == (c_in, 1, 1, 1)
