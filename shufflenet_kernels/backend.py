@@ -20,8 +20,15 @@ The ``"auto"`` rule on GPU tensors (``AUTO_CHOICE``):
   autotuned per shape) while the C++ kernel is a CUDA-core (FFMA) GEMM, so the
   Triton kernel should win wherever the 1x1 conv is not purely memory-bound.
 
-This table is an educated guess pending GPU measurements (the bench suite times
-both backends on the same shapes); it is not derived from measured numbers yet.
+This table was set before any GPU measurement. The first ones (H200, float16, batch
+256, two V1/V2 shapes per op in NCHW and channels_last, one run;
+``bench/results/gpu-h200-2026-11-30b``) question it for ``pointwise_conv``: the C++
+forward was faster in 3 of 4 cases (geomean 0.74x eager against Triton's 0.45x; the
+V1 g=3 grouped conv in NCHW 108 against 362 us), Triton's only in V1 channels_last
+(114 against 160 us), while Triton's backward was as fast or faster (up to 1.8x in
+channels_last). The same run's ShuffleNet V1 model (its 1x1 convs grouped, batch 32)
+ran 2.2x slower than eager PyTorch. The table stays as it is until whole models
+are timed with each choice on a GPU.
 """
 
 from __future__ import annotations
