@@ -421,9 +421,6 @@ constexpr int64_t kStepPixels = 48;
 // recompute the rows at their edges instead.
 constexpr int64_t kMaxPw1AllFloats = int64_t{1} << 17;
 
-// Pixel ranges of the pw1_all pass start at multiples of this: whole register tiles of
-// every instruction set's kernel (6 pixels on x86, 4 or 2 elsewhere).
-constexpr int64_t kPartAlign = 12;
 
 // float64: the per-op composition (DESIGN.md's definition of the op), through the
 // dispatcher, for gradcheck-style checks; it writes the intermediates to memory.
@@ -531,7 +528,10 @@ at::Tensor v2_unit_cpu(const at::Tensor& input, const OptTensor& proj_dw_weight,
   thread_local std::vector<float> pw1_all;  // grows to the largest a call of this thread needed
   if (p.bands > 1 && pw1_floats <= kMaxPw1AllFloats) {
     p.pw1_all = gemm::aligned_floats(pw1_all, pw1_floats);
-    const int64_t align = p.direct_in ? kPartAlign : shape.w;
+    // Equal pixel ranges (each may end in one short register tile); converted input
+    // goes by whole rows. Ranges aligned to whole tiles of 12 pixels were uneven on
+    // small maps: at 7x7 with two bands 36 and 13 pixels.
+    const int64_t align = p.direct_in ? 1 : shape.w;
     p.pw1_part_pixels = ((pixels + p.bands - 1) / p.bands + align - 1) / align * align;
   }
   if (p.direct_out) {
