@@ -573,7 +573,8 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::
 // have dense channels (stride 1).
 bool one_pixel_rows(const PointwiseShape& p, at::MemoryFormat fmt, std::initializer_list<const at::Tensor*> tensors) {
   if (p.s != 1 || p.n < 2 || fmt == at::MemoryFormat::ChannelsLast) return false;
-  return std::all_of(tensors.begin(), tensors.end(), [](const at::Tensor* t) { return !t->defined() || t->stride(1) == 1; });
+  return std::all_of(tensors.begin(), tensors.end(),
+                     [](const at::Tensor* t) { return !t->defined() || t->stride(1) == 1; });
 }
 
 // A [N, C, 1, 1] tensor with dense channels seen with channels_last strides (the same memory).

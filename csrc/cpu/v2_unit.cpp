@@ -421,7 +421,6 @@ constexpr int64_t kStepPixels = 48;
 // recompute the rows at their edges instead.
 constexpr int64_t kMaxPw1AllFloats = int64_t{1} << 17;
 
-
 // float64: the per-op composition (DESIGN.md's definition of the op), through the
 // dispatcher, for gradcheck-style checks; it writes the intermediates to memory.
 at::Tensor v2_unit_composed(const at::Tensor& input, const OptTensor& proj_dw_weight, const OptTensor& proj_dw_bias,
