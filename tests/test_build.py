@@ -168,7 +168,7 @@ def test_package_import_registers_triton_ops() -> None:
 def test_compiled_triton_ops_refuse_cpu_tensors_by_name() -> None:
     """Without the interpreter the Triton ops are compiled kernels: a CPU tensor is
     refused with the op's and the argument's name, before any launch (also on a
-    machine without a GPU, where nothing is compiled)."""
+    machine without a GPU, where nothing is compiled); meta tensors still give shapes."""
     proc = _fresh_python("""
         import os
         os.environ["TRITON_INTERPRET"] = "0"
@@ -190,6 +190,8 @@ def test_compiled_triton_ops_refuse_cpu_tensors_by_name() -> None:
                 assert message in str(e) and "CUDA tensors only" in str(e), str(e)
             else:
                 raise AssertionError(f"no error: {message}")
+        # meta tensors hold no memory: shapes still propagate
+        assert ops.channel_shuffle(torch.empty(2, 6, 3, device="meta"), 3).shape == (2, 6, 3)
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr

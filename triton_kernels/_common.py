@@ -82,8 +82,8 @@ REQUIRE_CUDA = True
 
 
 def _on_cuda_only(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with a check that every tensor argument is a CUDA tensor (same signature,
-    so the op's schema is still inferred from ``fn``'s annotations)."""
+    """``fn`` with a check that every tensor argument is a CUDA (or meta) tensor (same
+    signature, so the op's schema is still inferred from ``fn``'s annotations)."""
 
     names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
 
@@ -101,9 +101,10 @@ def _on_cuda_only(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _check_cuda(op: str, arg_name: str, value: Any) -> None:
+    # Meta tensors hold no memory: the op then only propagates shapes, as it did before.
     values = value if isinstance(value, (list, tuple)) else (value,)
     for t in values:
-        if isinstance(t, Tensor) and t.device.type != "cuda":
+        if isinstance(t, Tensor) and t.device.type not in ("cuda", "meta"):
             raise RuntimeError(
                 f"{op}: {arg_name} is on {t.device}, but the compiled Triton kernels run on CUDA "
                 "tensors only (torch.ops.shufflenet runs on the CPU; TRITON_INTERPRET=1 interprets "
